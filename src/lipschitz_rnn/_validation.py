@@ -1,0 +1,100 @@
+"""Argument and input checks shared by the cells and layers.
+
+Every check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) whose message
+names the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+Number = Union[int, float]
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+) -> float:
+    """A finite real number in [low, high] (or (low, high] with ``low_open``)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_beta(name: str, value: object) -> float:
+    return check_real(name, value, low=0.0, high=1.0)
+
+
+def check_gamma(name: str, value: object) -> float:
+    return check_real(name, value, low=0.0)
+
+
+def check_eps(name: str, value: object) -> float:
+    return check_real(name, value, low=0.0, low_open=True)
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_floating(name: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_dtype_matches(name: str, x: Tensor, expected: torch.dtype, what: str) -> None:
+    """``what`` names the other side, e.g. ``"x"`` or ``"the module's parameters"``."""
+    if x.dtype != expected:
+        verb = "are" if what.endswith("s") else "is"
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but {what} {verb} {expected}; "
+            f"convert one of them (e.g. x.to({expected}) or module.to({x.dtype}))"
+        )
+
+
+def sequence_lengths(lengths: Union[Tensor, Sequence[int]], batch: int, steps: int) -> Tensor:
+    """Validate ``lengths`` (one positive int per sequence, at most ``steps``) -> int64 CPU tensor."""
+    if isinstance(lengths, Tensor):
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        lengths = lengths.detach().to("cpu", torch.int64)
+    else:
+        try:
+            lengths = torch.as_tensor(list(lengths), dtype=torch.int64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError("lengths must be a 1-D tensor or sequence of ints") from None
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(f"lengths must have shape ({batch},), one per sequence; got {tuple(lengths.shape)}")
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        raise ValueError(f"lengths must lie in [1, {steps}] (the number of time steps); got {lengths.tolist()}")
+    return lengths

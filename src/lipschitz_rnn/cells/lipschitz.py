@@ -1,0 +1,188 @@
+"""The Lipschitz recurrent unit (Erichson et al., ICLR 2021).
+
+Continuous time, column convention (h is a column vector):
+
+    dh/dt = α A h + σ(W h + U x + b)
+    A = S_{β_A,γ_A}(M_A),   W = S_{β_W,γ_W}(M_W)
+    S_{β,γ}(M) = (1 − β)(M + Mᵀ) + β(M − Mᵀ) − γ I
+
+discretised with step ε by ``method``; forward Euler reads
+
+    h⁺ = h + ε (α A h + σ(W h + U x + b)).
+
+Gated variant (reference code): ``f(h) = (α A h + σ(W h + U x + b)) ⊙ sigmoid(W h + U_g x + b_g)``.
+``α`` is the reference code's ablation factor: ``α = 0`` with ``β_W = 1`` is the
+AntisymmetricRNN. Initialisation follows the reference: every entry of ``M_A`` and
+``M_W`` is N(0, std = init_std / N) (divided by N, not √N); ``U`` and ``b`` use the
+``nn.Linear`` default.
+
+Example:
+    >>> import torch
+    >>> from lipschitz_rnn import LipschitzRNN
+    >>> rnn = LipschitzRNN(1, 64, eps=0.03, beta=0.75, gamma=0.001, method="midpoint")
+    >>> output, h_n = rnn(torch.randn(784, 8, 1))
+    >>> output.shape, h_n.shape
+    (torch.Size([784, 8, 64]), torch.Size([1, 8, 64]))
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_real
+from ..integrators import ExplicitRK
+from ..layer import RecurrentLayer
+from ..models import MODELS
+from ..parametrizations import SymmetricSkew
+from .base import ACTIVATIONS, ODECell, init_param, linear_init_
+
+__all__ = ["LipschitzRNN", "LipschitzRNNCell"]
+
+
+class LipschitzRNNCell(ODECell):
+    """One step of the Lipschitz recurrent unit: ``h_next = cell(x_t, h)``.
+
+    Args:
+        input_size: features per step, p.
+        hidden_size: state size, N.
+        eps: step size ε (> 0). Reference default 0.03.
+        beta, gamma: β ∈ [0, 1] and γ ≥ 0 shared by A and W (reference: 0.75, 0.001).
+        beta_A, gamma_A, beta_W, gamma_W: separate values; each overrides the shared one.
+        method: ``euler``, ``midpoint`` (alias ``rk2``, what the reference runs), ``heun``, ``rk4``.
+        init_std: M_A, M_W entries are N(0, (init_std / N)²). Reference default 0.1.
+        alpha: factor on the linear term ``A h`` (ablation; 0 removes it).
+        gated: multiply the vector field by ``sigmoid(W h + U_g x + b_g)``.
+        nonlinearity: ``tanh`` (default), ``relu`` or ``identity`` (1-Lipschitz, monotone).
+
+    Read-only analysis API: ``A``, ``W`` (constructed N×N matrices), ``U`` (N×p), ``b`` (N),
+    ``eps``; gated cells also ``U_g``, ``b_g``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        eps: float = 0.03,
+        beta: float = 0.75,
+        gamma: float = 0.001,
+        beta_A: Optional[float] = None,
+        gamma_A: Optional[float] = None,
+        beta_W: Optional[float] = None,
+        gamma_W: Optional[float] = None,
+        method: Union[str, ExplicitRK] = "euler",
+        init_std: float = 0.1,
+        alpha: float = 1.0,
+        gated: bool = False,
+        nonlinearity: str = "tanh",
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, eps=eps, method=method)
+        self.parametrize_A = SymmetricSkew(beta if beta_A is None else beta_A, gamma if gamma_A is None else gamma_A)
+        self.parametrize_W = SymmetricSkew(beta if beta_W is None else beta_W, gamma if gamma_W is None else gamma_W)
+        self.init_std = check_real("init_std", init_std, low=0.0)
+        self.alpha = check_real("alpha", alpha)
+        self.gated = bool(gated)
+        self.nonlinearity = ACTIVATIONS.canonical(nonlinearity)
+        self._sigma = ACTIVATIONS.get(nonlinearity)
+
+        factory = {"device": device, "dtype": dtype}
+        N, p = hidden_size, input_size
+        self.M_A = init_param(N, N, factory=factory)
+        self.M_W = init_param(N, N, factory=factory)
+        self.U = init_param(N, p, factory=factory)
+        self.b = init_param(N, factory=factory)
+        if self.gated:
+            self.U_g = init_param(N, p, factory=factory)
+            self.b_g = init_param(N, factory=factory)
+        self.reset_parameters()
+        self.warn_if_step_unstable(self.alpha * self.A, "alpha*A")
+
+    def reset_parameters(self) -> None:
+        std = self.init_std / self.hidden_size
+        with torch.no_grad():
+            nn.init.normal_(self.M_A, 0.0, std)
+            nn.init.normal_(self.M_W, 0.0, std)
+            linear_init_(self.U, self.b)
+            if self.gated:
+                linear_init_(self.U_g, self.b_g)
+
+    # -- analysis API ------------------------------------------------------------------
+    @property
+    def A(self) -> Tensor:
+        """``S_{β_A,γ_A}(M_A)``, N×N, column convention."""
+        return self.parametrize_A(self.M_A)
+
+    @property
+    def W(self) -> Tensor:
+        """``S_{β_W,γ_W}(M_W)``, N×N, column convention."""
+        return self.parametrize_W(self.M_W)
+
+    @property
+    def beta_A(self) -> float:
+        return self.parametrize_A.beta
+
+    @property
+    def gamma_A(self) -> float:
+        return self.parametrize_A.gamma
+
+    @property
+    def beta_W(self) -> float:
+        return self.parametrize_W.beta
+
+    @property
+    def gamma_W(self) -> float:
+        return self.parametrize_W.gamma
+
+    # -- recurrence ----------------------------------------------------------------------
+    def project_input(self, x: Tensor) -> Tensor:
+        if self.gated:
+            return nn.functional.linear(x, torch.cat([self.U, self.U_g]), torch.cat([self.b, self.b_g]))
+        return nn.functional.linear(x, self.U, self.b)
+
+    def recurrent_weights(self) -> tuple[Tensor, Tensor]:
+        return self.A, self.W
+
+    def vector_field(self, h: Tensor, u: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        A, W = weights
+        if self.gated:
+            u, u_gate = u.chunk(2, dim=-1)
+        z = h @ W.T
+        f = self._sigma(z + u)
+        if self.alpha:
+            linear = h @ A.T
+            f = f + (linear if self.alpha == 1.0 else self.alpha * linear)
+        if self.gated:
+            f = f * torch.sigmoid(z + u_gate)
+        return f
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, beta_A={self.beta_A}, gamma_A={self.gamma_A}, "
+            f"beta_W={self.beta_W}, gamma_W={self.gamma_W}, alpha={self.alpha}, gated={self.gated}"
+        )
+
+
+@MODELS.register("lipschitz", "lipschitz_rnn", "lipschitzrnn")
+class LipschitzRNN(RecurrentLayer):
+    """Lipschitz RNN layer with the ``torch.nn.RNN`` contract: ``output, h_n = rnn(x, h0)``.
+
+    ``rnn.cells[l]`` is layer ``l``'s :class:`LipschitzRNNCell`; cell keyword arguments
+    (``eps``, ``beta``, ``gamma``, ``beta_A`` ... ``method``, ``init_std``, ``alpha``,
+    ``gated``, ``nonlinearity``) are documented there. Layer arguments: ``num_layers``,
+    ``batch_first``, ``dropout`` (between layers), ``backend`` (``auto``, ``reference``, ...),
+    ``check_inputs`` (reject NaN/Inf; turn off for CUDA-graph capture).
+
+    Example:
+        >>> import torch
+        >>> rnn = LipschitzRNN(3, 32, num_layers=2, batch_first=True)
+        >>> out, h_n = rnn(torch.randn(4, 50, 3), lengths=[50, 20, 7, 1])
+        >>> out.shape, h_n.shape
+        (torch.Size([4, 50, 32]), torch.Size([2, 4, 32]))
+    """
+
+    cell_class = LipschitzRNNCell

@@ -1,0 +1,112 @@
+"""Explicit Runge–Kutta steps for ``dh/dt = f(h)`` with the input held constant over a step.
+
+Each method is a Butcher tableau; the step and its linear stability function
+``R(z) = 1 + z bᵀ (I − z 𝔄)⁻¹ 𝟙`` both come from that one table, so the stability tools and
+the recurrences cannot disagree.
+
+    euler     h⁺ = h + ε f(h)
+    midpoint  h⁺ = h + ε f(h + ε/2 · f(h))                 (alias rk2: what the reference code runs)
+    heun      h⁺ = h + ε/2 · (f(h) + f(h + ε f(h)))         (explicit trapezoid)
+    rk4       the classical fourth-order method
+
+Example:
+    >>> m = get_method("rk2")
+    >>> m.name, m.order, m.stability_coefficients
+    ('midpoint', 2, (1.0, 1.0, 0.5))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .registry import Registry
+
+__all__ = ["METHODS", "ExplicitRK", "get_method"]
+
+StepSize = Union[float, Tensor]
+
+
+@dataclass(frozen=True)
+class ExplicitRK:
+    """An explicit Runge–Kutta method given by its Butcher tableau (``a`` strictly lower)."""
+
+    name: str
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    order: int
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+    def step(self, f: Callable[[Tensor], Tensor], h: Tensor, eps: StepSize) -> Tensor:
+        """One step ``h -> h⁺`` of size ``eps`` (a float, or a tensor broadcasting against h)."""
+        ks: list[Tensor] = []
+        for row in self.a:
+            stage = h
+            for a_ij, k_j in zip(row, ks):
+                if a_ij:
+                    stage = stage + (eps * a_ij) * k_j
+            ks.append(f(stage))
+        increment = None
+        for b_i, k_i in zip(self.b, ks):
+            if b_i:
+                term = k_i if b_i == 1.0 else b_i * k_i
+                increment = term if increment is None else increment + term
+        return h + eps * increment
+
+    @property
+    def stability_coefficients(self) -> tuple[float, ...]:
+        """Coefficients ``c_k`` of ``R(z) = Σ_k c_k z^k`` (a polynomial for explicit methods).
+
+        ``c_0 = 1`` and ``c_{k+1} = bᵀ 𝔄ᵏ 𝟙``, since ``(I − z𝔄)⁻¹ = Σ_k zᵏ 𝔄ᵏ`` for nilpotent 𝔄.
+        """
+        s = self.stages
+        full = [[0.0] * s for _ in range(s)]
+        for i, row in enumerate(self.a):
+            for j, a_ij in enumerate(row):
+                full[i][j] = float(a_ij)
+        coeffs = [1.0]
+        vec = [1.0] * s  # 𝔄ᵏ 𝟙, starting at k = 0
+        for _ in range(s):
+            coeffs.append(sum(b_i * v_i for b_i, v_i in zip(self.b, vec)))
+            vec = [sum(full[i][j] * vec[j] for j in range(s)) for i in range(s)]
+        while len(coeffs) > 1 and coeffs[-1] == 0.0:
+            coeffs.pop()
+        return tuple(coeffs)
+
+    def stability_function(self, z: Union[complex, Sequence[complex], Tensor]) -> Tensor:
+        """``R(z)`` evaluated elementwise (complex128 tensor). Stable where ``|R(z)| <= 1``."""
+        z = torch.as_tensor(z, dtype=torch.complex128)
+        out = torch.zeros_like(z)
+        for c in reversed(self.stability_coefficients):  # Horner
+            out = out * z + c
+        return out
+
+
+METHODS: Registry[ExplicitRK] = Registry("integration method")
+METHODS.add("euler", ExplicitRK("euler", a=((),), b=(1.0,), order=1), "forward_euler")
+METHODS.add("midpoint", ExplicitRK("midpoint", a=((), (0.5,)), b=(0.0, 1.0), order=2), "rk2")
+METHODS.add("heun", ExplicitRK("heun", a=((), (1.0,)), b=(0.5, 0.5), order=2), "trapezoid")
+METHODS.add(
+    "rk4",
+    ExplicitRK(
+        "rk4",
+        a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+        b=(1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0),
+        order=4,
+    ),
+)
+
+
+def get_method(name: Union[str, ExplicitRK]) -> ExplicitRK:
+    """Look up an integration method by name or alias (``euler``, ``midpoint``/``rk2``, ``heun``, ``rk4``)."""
+    if isinstance(name, ExplicitRK):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a str, got {type(name).__name__}")
+    return METHODS.get(name)

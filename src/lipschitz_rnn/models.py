@@ -1,0 +1,95 @@
+"""The model registry and a linear readout on top of any recurrent layer.
+
+Every recurrent layer registers under a name, so configs and the command line build
+models with ``build_model("lipschitz", 1, 128, method="midpoint")``.
+
+Example:
+    >>> import torch
+    >>> import lipschitz_rnn as lr
+    >>> rnn = lr.build_model("lipschitz", input_size=1, hidden_size=128)
+    >>> model = lr.SequenceClassifier(rnn, num_classes=10)
+    >>> lr.count_parameters(model)   # 2N² + (p + 1)N + (N + 1)q
+    34314
+    >>> model(torch.randn(784, 2, 1)).shape
+    torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import check_int, sequence_lengths
+from .registry import Registry
+
+__all__ = ["MODELS", "SequenceClassifier", "build_model", "count_parameters", "model_names"]
+
+MODELS: Registry[type[nn.Module]] = Registry("model")
+
+
+def build_model(name: str, input_size: int, hidden_size: int, num_layers: int = 1, **kwargs: Any) -> nn.Module:
+    """A registered recurrent layer by name; ``kwargs`` go to its constructor."""
+    return MODELS.get(name)(input_size, hidden_size, num_layers, **kwargs)
+
+
+def model_names() -> list[str]:
+    return MODELS.names()
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class SequenceClassifier(nn.Module):
+    """A recurrent layer with a linear readout ``y = D h + d`` (the paper's D).
+
+    ``readout="last"``: logits ``(B, num_classes)`` from each sequence's last valid step
+    (classification). ``readout="all"``: logits at every step, laid out like the RNN's
+    output (sequence modelling, e.g. next-character prediction).
+    """
+
+    def __init__(self, rnn: nn.Module, num_classes: int, *, readout: str = "last") -> None:
+        super().__init__()
+        if readout not in ("last", "all"):
+            raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
+        self.rnn = rnn
+        self.readout = readout
+        self.num_classes = check_int("num_classes", num_classes)
+        self.D = nn.Linear(rnn.hidden_size, num_classes)
+
+    @property
+    def batch_first(self) -> bool:
+        return bool(getattr(self.rnn, "batch_first", False))
+
+    def forward(
+        self,
+        x: Tensor,
+        h0: Optional[Any] = None,
+        *,
+        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+        dt: Optional[Tensor] = None,
+        return_state: bool = False,
+    ) -> Union[Tensor, tuple[Tensor, Any]]:
+        kwargs = {"lengths": lengths} if lengths is not None else {}
+        if dt is not None:
+            kwargs["dt"] = dt
+        output, h_n = self.rnn(x, h0, **kwargs)
+        if self.readout == "all":
+            logits = self.D(output)
+        else:
+            logits = self.D(self._last_output(output, lengths))
+        return (logits, h_n) if return_state else logits
+
+    def _last_output(self, output: Tensor, lengths) -> Tensor:
+        if output.dim() == 2:  # unbatched (T, N)
+            return output[-1]
+        time_dim = 1 if self.batch_first else 0
+        if lengths is None:
+            return output.select(time_dim, -1)
+        steps, batch = output.shape[time_dim], output.shape[1 - time_dim]
+        last = (sequence_lengths(lengths, batch, steps) - 1).to(output.device)
+        rows = torch.arange(batch, device=output.device)
+        return output[rows, last] if self.batch_first else output[last, rows]

@@ -1,0 +1,26 @@
+"""The usage examples in the public modules' docstrings run and print what they claim."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "lipschitz_rnn",
+    "lipschitz_rnn.registry",
+    "lipschitz_rnn.parametrizations",
+    "lipschitz_rnn.integrators",
+    "lipschitz_rnn.models",
+    "lipschitz_rnn.stability",
+    "lipschitz_rnn.reference_code",
+    "lipschitz_rnn.cells.lipschitz",
+    "lipschitz_rnn.cells.antisymmetric",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0

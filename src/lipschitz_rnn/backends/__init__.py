@@ -80,4 +80,5 @@ def backend_names() -> list[str]:
     return ["auto", *BACKENDS.names()]
 
 
-from . import reference  # noqa: E402,F401  (registers itself)
+# Each backend module registers itself; fused_triton only when Triton is importable.
+from . import fused_triton, reference  # noqa: E402,F401

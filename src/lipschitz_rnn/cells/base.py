@@ -151,7 +151,7 @@ class ODECell(RecurrentCell):
             warnings.warn(
                 f"{type(self).__name__}: eps={self.eps} is outside the {self.method.name} stability "
                 f"region for {int(bad.sum())} stable eigenvalue(s) of the initial {name} "
-                f"(max |R(eps*lambda)| = {worst:.6g} > 1); use a smaller eps, a larger gamma, or a "
+                f"(max |R(eps*lambda)| = {worst:.9g} > 1); use a smaller eps, a larger gamma, or a "
                 f"higher-order method",
                 StepSizeWarning,
                 stacklevel=3,

@@ -1,0 +1,464 @@
+"""Fused GPU recurrence in Triton: one persistent kernel walks all T steps forward, one walks back.
+
+Each program owns ``BM`` batch rows for the whole sequence and keeps A and W on chip, so a
+time step costs two (BM × N)·(N × N) tensor-core products plus pointwise work, with no
+launch, no autograd node and no trip through device memory for the state. The input
+projection ``u = U x + b`` is one GEMM before the kernel (autograd carries its gradient to
+U, b and x), and the weight gradients are a few large GEMMs after the backward kernel:
+
+    Euler:  h⁺ = h + ε f(h),  f(h) = α A h + tanh(W h + u)       (AntisymmetricRNN: α = 0)
+    backward, with λ = ∂L/∂h⁺ and d = λ ⊙ (1 − s²), s = tanh(W h + u):
+            ∂L/∂h = λ + ε (α Aᵀ λ + Wᵀ d),   ∂L/∂u = ε d,
+            ∂L/∂W = Σ_t ε d hᵀ,   ∂L/∂A = α Σ_t ε λ hᵀ            (one GEMM each, over all t)
+
+Midpoint and Heun are the same with two stages (derivations at ``_scan_backward``); the gated
+AntisymmetricRNN multiplies by ``g = sigmoid(W h + u_g)``. The forward saves the tanh (and gate)
+activations and the stage point, so the backward needs no recomputation.
+
+Precision: storage is float32; the recurrent products use TF32 tensor cores when
+``allow_tf32`` is true (the default, like cuDNN's RNN in PyTorch) and strict fp32 otherwise.
+The test suite states the tolerances against the reference backend for both.
+
+Triton's interpreter (``TRITON_INTERPRET=1`` before import) runs the same kernels on CPU
+tensors, which is how CI tests them without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import AUTO_ORDER, BACKENDS
+
+try:  # Triton ships with PyTorch's CUDA builds; without it this backend reports itself unsupported.
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the installation
+    triton = None
+
+__all__ = ["TritonBackend"]
+
+METHOD_CODES = {"euler": 0, "midpoint": 1, "heun": 2}
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+#: (rows per program, warps, software-pipeline stages) by kernel and hidden size; chosen by the
+#: sweep in benchmarks/triton_tune.py (which overrides entries to measure alternatives).
+LAUNCH_CONFIGS: dict[tuple[str, int], tuple[int, int, int]] = {
+    (kernel, n): (16, 2 if n <= 32 else 4 if n <= 64 else 8, 1)
+    for kernel in ("forward", "backward")
+    for n in (16, 32, 64, 128, 256)
+}
+
+
+#: the compiled kernels of the latest launches (register and spill counts for the tuning script)
+LAST_COMPILED: dict[str, object] = {}
+
+
+def _launch_config(kernel: str, hidden: int) -> tuple[int, int, int]:
+    return LAUNCH_CONFIGS[(kernel, hidden)]
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tanh(x):
+        # tanh via exp of a non-positive argument: no overflow, accurate to fp32 rounding.
+        e = tl.exp(-2.0 * tl.abs(x))
+        t = (1.0 - e) / (1.0 + e)
+        return tl.where(x >= 0, t, -t)
+
+    @triton.jit
+    def _field(y, u, ug, AT, WT, alpha, HAS_A: tl.constexpr, GATED: tl.constexpr, PRECISION: tl.constexpr):
+        """f(y) = α A y + tanh(W y + u) [⊙ sigmoid(W y + u_g)]; returns (f, s, g)."""
+        z = tl.dot(y, WT, input_precision=PRECISION)
+        s = _tanh(z + u)
+        f = s
+        g = s
+        if GATED:
+            g = tl.sigmoid(z + ug)
+            f = g * s
+        if HAS_A:
+            f = f + alpha * tl.dot(y, AT, input_precision=PRECISION)
+        return f, s, g
+
+    @triton.jit(do_not_specialize=["T", "B"])
+    def _scan_forward(
+        u_ptr,  # (T, B, G*N) projected input; G = 2 for gated cells ([u, u_g])
+        h0_ptr,  # (B, N)
+        A_ptr,  # (N, N) row-major A (column-convention matrix); unused without HAS_A
+        W_ptr,  # (N, N) row-major W
+        scale_ptr,  # (T, B) step multipliers (dt), if HAS_SCALE
+        len_ptr,  # (B,) int32 lengths, if HAS_LEN
+        out_ptr,  # (T, B, N) outputs h_{t+1}, zero past each length
+        s1_ptr,  # (T, B, N) tanh at stage 1, if SAVE
+        s2_ptr,  # (T, B, N) tanh at stage 2 (two-stage methods) or the gate (gated Euler), if SAVE
+        mid_ptr,  # (T, B, N) the stage-2 point (two-stage methods), if SAVE
+        hlast_ptr,  # (B, N) state after each sequence's last step
+        T,
+        B,
+        eps,
+        alpha,
+        N: tl.constexpr,
+        BM: tl.constexpr,
+        METHOD: tl.constexpr,
+        HAS_A: tl.constexpr,
+        GATED: tl.constexpr,
+        G: tl.constexpr,  # 2 if GATED else 1: width of u in units of N
+        HAS_SCALE: tl.constexpr,
+        HAS_LEN: tl.constexpr,
+        SAVE: tl.constexpr,
+        PRECISION: tl.constexpr,  # "tf32" or "ieee" for the recurrent products
+    ):
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        cols = tl.arange(0, N)
+        row_ok = rows < B
+        mask = row_ok[:, None]
+        state = rows[:, None] * N + cols[None, :]
+        u_at = rows[:, None] * (G * N) + cols[None, :]
+        transposed = cols[None, :] * N + cols[:, None]  # [k, n] -> element (n, k): h @ Xᵀ
+        WT = tl.load(W_ptr + transposed)
+        AT = WT
+        if HAS_A:
+            AT = tl.load(A_ptr + transposed)
+        h = tl.load(h0_ptr + state, mask=mask, other=0.0)
+        length = tl.zeros([BM], dtype=tl.int32)
+        if HAS_LEN:
+            length = tl.load(len_ptr + rows, mask=row_ok, other=0)
+        # int64 offsets of step t in (T, B, N) and (T, B), carried through the loop: no overflow
+        tbn = (tl.program_id(0) * 0).to(tl.int64)
+        tb = tbn
+        # Step t+1's inputs are loaded at the top of step t: the recurrence is latency-bound,
+        # and this hides the global-memory latency behind step t's products.
+        u_next = tl.load(u_ptr + u_at, mask=mask, other=0.0)
+        ug_next = u_next
+        if GATED:
+            ug_next = tl.load(u_ptr + N + u_at, mask=mask, other=0.0)
+        scale_next = tl.full([BM], 1.0, tl.float32)
+        if HAS_SCALE:
+            scale_next = tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
+        for t in range(0, T):
+            u = u_next
+            ug = ug_next
+            step = eps * scale_next[:, None]
+            more = row_ok & ((tl.zeros([BM], dtype=tl.int32) + t + 1) < T)  # rows with a step t+1
+            u_next = tl.load(u_ptr + G * (tbn + B * N) + u_at, mask=more[:, None], other=0.0)
+            if GATED:
+                ug_next = tl.load(u_ptr + G * (tbn + B * N) + N + u_at, mask=more[:, None], other=0.0)
+            if HAS_SCALE:
+                scale_next = tl.load(scale_ptr + tb + B + rows, mask=more, other=0.0)
+            f1, s1, g1 = _field(h, u, ug, AT, WT, alpha, HAS_A, GATED, PRECISION)
+            if METHOD == 0:
+                h_new = h + step * f1
+                s2 = g1
+                mid = h
+            elif METHOD == 1:
+                mid = h + (0.5 * step) * f1
+                f2, s2, _ = _field(mid, u, ug, AT, WT, alpha, HAS_A, GATED, PRECISION)
+                h_new = h + step * f2
+            else:
+                mid = h + step * f1
+                f2, s2, _ = _field(mid, u, ug, AT, WT, alpha, HAS_A, GATED, PRECISION)
+                h_new = h + (0.5 * step) * (f1 + f2)
+            out = h_new
+            if HAS_LEN:
+                alive = (t < length)[:, None]
+                h_new = tl.where(alive, h_new, h)
+                out = tl.where(alive, h_new, 0.0)
+            at_t = tbn + state
+            tl.store(out_ptr + at_t, out, mask=mask)
+            if SAVE:
+                tl.store(s1_ptr + at_t, s1, mask=mask)
+                if METHOD != 0 or GATED:
+                    tl.store(s2_ptr + at_t, s2, mask=mask)
+                if METHOD != 0:
+                    tl.store(mid_ptr + at_t, mid, mask=mask)
+            h = h_new
+            tbn += B * N
+            tb += B
+        tl.store(hlast_ptr + state, h, mask=mask)
+
+    @triton.jit(do_not_specialize=["T", "B"])
+    def _scan_backward(
+        gout_ptr,  # (T, B, N) ∂L/∂output
+        ghlast_ptr,  # (B, N) ∂L/∂h_last
+        A_ptr,
+        W_ptr,
+        scale_ptr,
+        len_ptr,
+        s1_ptr,
+        s2_ptr,
+        du_ptr,  # (T, B, G*N) ∂L/∂u
+        pa_ptr,  # (T, B, N) coefficient of hᵀ in ∂L/∂A (÷α), stage at h
+        pam_ptr,  # (T, B, N) coefficient of midᵀ in ∂L/∂A (÷α), two-stage methods
+        pwm_ptr,  # (T, B, N) coefficient of midᵀ in ∂L/∂W, two-stage methods
+        gh0_ptr,  # (B, N) ∂L/∂h0
+        T,
+        B,
+        eps,
+        alpha,
+        N: tl.constexpr,
+        BM: tl.constexpr,
+        METHOD: tl.constexpr,
+        HAS_A: tl.constexpr,
+        GATED: tl.constexpr,
+        G: tl.constexpr,
+        HAS_SCALE: tl.constexpr,
+        HAS_LEN: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        # Row form: a column-convention Jᵀ v is v_row @ J. With D = diag(1 − s²):
+        #   Euler     λ_t = λ + ε(α λA + dW),                    d = λ ⊙ D
+        #   midpoint  μ = ε(α λA + d₂W) [∂L/∂mid],  λ_t = λ + μ + ε/2 (α μA + d₁W),  d₂ = λ⊙D₂, d₁ = μ⊙D₁
+        #   Heun      μ = ε/2 (α λA + d₂W) [∂L/∂mid],  ν = ε/2 λ + ε μ [∂L/∂k₁],
+        #             λ_t = λ + μ + α νA + d₁W,  d₂ = λ⊙D₂, d₁ = ν⊙D₁
+        #   gated     f = g ⊙ s:  d_s = λ g (1 − s²),  d_g = λ s g (1 − g),  λ_t = λ + ε (d_s + d_g) W
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        cols = tl.arange(0, N)
+        row_ok = rows < B
+        mask = row_ok[:, None]
+        state = rows[:, None] * N + cols[None, :]
+        u_at = rows[:, None] * (G * N) + cols[None, :]
+        square = cols[:, None] * N + cols[None, :]
+        Wm = tl.load(W_ptr + square)
+        Am = Wm
+        if HAS_A:
+            Am = tl.load(A_ptr + square)
+        length = tl.zeros([BM], dtype=tl.int32)
+        if HAS_LEN:
+            length = tl.load(len_ptr + rows, mask=row_ok, other=0)
+        tb = (tl.program_id(0) * 0).to(tl.int64) + (T - 1) * B  # int64 offsets of step t, walking back
+        tbn = tb * N
+        lam = tl.load(ghlast_ptr + state, mask=mask, other=0.0)
+        g_last = tl.load(gout_ptr + tbn + state, mask=mask, other=0.0)
+        if HAS_LEN:
+            g_last = tl.where(((T - 1) < length)[:, None], g_last, 0.0)
+        lam = lam + g_last
+        # Prefetch one step ahead (the backward walk is latency-bound like the forward).
+        s1_next = tl.load(s1_ptr + tbn + state, mask=mask, other=0.0)
+        s2_next = s1_next
+        if METHOD != 0 or GATED:
+            s2_next = tl.load(s2_ptr + tbn + state, mask=mask, other=0.0)
+        scale_next = tl.full([BM], 1.0, tl.float32)
+        if HAS_SCALE:
+            scale_next = tl.load(scale_ptr + tb + rows, mask=row_ok, other=0.0)
+        for i in range(0, T):
+            t = T - 1 - i
+            at_t = tbn + state
+            du_at = G * tbn + u_at
+            s1 = s1_next
+            s2 = s2_next
+            step = eps * scale_next[:, None]
+            more = row_ok & ((tl.zeros([BM], dtype=tl.int32) + t) > 0)  # rows with a step t-1
+            s1_next = tl.load(s1_ptr + at_t - B * N, mask=more[:, None], other=0.0)
+            if METHOD != 0 or GATED:
+                s2_next = tl.load(s2_ptr + at_t - B * N, mask=more[:, None], other=0.0)
+            if HAS_SCALE:
+                scale_next = tl.load(scale_ptr + tb - B + rows, mask=more, other=0.0)
+            g_prev = tl.load(gout_ptr + at_t - B * N, mask=more[:, None], other=0.0)  # used last
+            alive = tl.full([BM, 1], 1, tl.int1)
+            if HAS_LEN:
+                alive = (t < length)[:, None]
+                g_prev = tl.where(((t - 1) < length)[:, None], g_prev, 0.0)
+            if METHOD == 0:
+                if GATED:
+                    g = s2
+                    d_s = lam * g * (1.0 - s1 * s1)
+                    d_g = lam * s1 * g * (1.0 - g)
+                    d = d_s + d_g
+                    tl.store(du_ptr + du_at, tl.where(alive, step * d_s, 0.0), mask=mask)
+                    tl.store(du_ptr + du_at + N, tl.where(alive, step * d_g, 0.0), mask=mask)
+                else:
+                    d = lam * (1.0 - s1 * s1)
+                    tl.store(du_ptr + du_at, tl.where(alive, step * d, 0.0), mask=mask)
+                back = tl.dot(d, Wm, input_precision=PRECISION)
+                if HAS_A:
+                    back = back + alpha * tl.dot(lam, Am, input_precision=PRECISION)
+                    tl.store(pa_ptr + at_t, tl.where(alive, step * lam, 0.0), mask=mask)
+                lam_prev = lam + step * back
+            else:
+                d2 = lam * (1.0 - s2 * s2)
+                back2 = tl.dot(d2, Wm, input_precision=PRECISION)
+                if HAS_A:
+                    back2 = back2 + alpha * tl.dot(lam, Am, input_precision=PRECISION)
+                if METHOD == 1:
+                    mu = step * back2
+                    d1 = mu * (1.0 - s1 * s1)
+                    back1 = tl.dot(d1, Wm, input_precision=PRECISION)
+                    if HAS_A:
+                        back1 = back1 + alpha * tl.dot(mu, Am, input_precision=PRECISION)
+                    lam_prev = lam + mu + (0.5 * step) * back1
+                    du = step * d2 + (0.5 * step) * d1
+                    pwm = step * d2
+                    pam = step * lam
+                    pa = (0.5 * step) * mu
+                else:
+                    mu = (0.5 * step) * back2
+                    nu = (0.5 * step) * lam + step * mu
+                    d1 = nu * (1.0 - s1 * s1)
+                    back1 = tl.dot(d1, Wm, input_precision=PRECISION)
+                    if HAS_A:
+                        back1 = back1 + alpha * tl.dot(nu, Am, input_precision=PRECISION)
+                    lam_prev = lam + mu + back1
+                    du = (0.5 * step) * d2 + d1
+                    pwm = (0.5 * step) * d2
+                    pam = (0.5 * step) * lam
+                    pa = nu
+                tl.store(du_ptr + du_at, tl.where(alive, du, 0.0), mask=mask)
+                tl.store(pwm_ptr + at_t, tl.where(alive, pwm, 0.0), mask=mask)
+                if HAS_A:
+                    tl.store(pam_ptr + at_t, tl.where(alive, pam, 0.0), mask=mask)
+                    tl.store(pa_ptr + at_t, tl.where(alive, pa, 0.0), mask=mask)
+            lam = tl.where(alive, lam_prev, lam) + g_prev
+            tbn -= B * N
+            tb -= B
+        tl.store(gh0_ptr + state, lam, mask=mask)
+
+
+@contextlib.contextmanager
+def _matmul_tf32(enabled: bool):
+    """Let torch's matmuls use TF32 exactly when the kernels do (restored afterwards)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _sum_outer(P: Tensor, first: Tensor, rest: Tensor) -> Tensor:
+    """``Σ_t P_tᵀ Y_t`` with ``Y_0 = first`` and ``Y_t = rest[t-1]``: two GEMMs over all steps."""
+    N = P.shape[-1]
+    total = P[0].T @ first
+    if P.shape[0] > 1:
+        total = total.addmm(P[1:].reshape(-1, N).T, rest[:-1].reshape(-1, N))
+    return total
+
+
+def _sum_outer_aligned(P: Tensor, Y: Tensor) -> Tensor:
+    """``Σ_t P_tᵀ Y_t`` for aligned stacks: one GEMM."""
+    N = P.shape[-1]
+    return P.reshape(-1, N).T @ Y.reshape(-1, Y.shape[-1])
+
+
+class _FusedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, h0, A, W, scale, lengths, eps, alpha, method, gated, allow_tf32):
+        T, B, _ = u.shape
+        N = W.shape[0]
+        has_a = A is not None and alpha != 0.0
+        save = any(ctx.needs_input_grad[:4])  # inference skips writing the activations
+        u = u.contiguous()
+        out = torch.empty(T, B, N, device=u.device, dtype=u.dtype)
+        h_last = torch.empty(B, N, device=u.device, dtype=u.dtype)
+        need_s2 = method != 0 or gated
+        s1 = torch.empty_like(out) if save else out
+        s2 = torch.empty_like(out) if save and need_s2 else out
+        mid = torch.empty_like(out) if save and method != 0 else out
+        BM, warps, stages = _launch_config("forward", N)
+        LAST_COMPILED["forward"] = _scan_forward[(triton.cdiv(B, BM),)](
+            u, h0.contiguous(), A.contiguous() if has_a else W, W.contiguous(),
+            scale if scale is not None else out, lengths if lengths is not None else out,
+            out, s1, s2, mid, h_last,
+            T, B, float(eps), float(alpha),
+            N=N, BM=BM, METHOD=method, HAS_A=has_a, GATED=gated, G=2 if gated else 1,
+            HAS_SCALE=scale is not None, HAS_LEN=lengths is not None, SAVE=save,
+            PRECISION="tf32" if allow_tf32 else "ieee", num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+        ctx.save_for_backward(h0, A if has_a else None, W, scale, lengths, out, s1, s2, mid)
+        ctx.config = (eps, alpha, method, gated, allow_tf32, has_a)
+        return out, h_last
+
+    @staticmethod
+    def backward(ctx, g_out, g_hlast):
+        h0, A, W, scale, lengths, out, s1, s2, mid = ctx.saved_tensors
+        eps, alpha, method, gated, allow_tf32, has_a = ctx.config
+        T, B, N = out.shape
+        G = 2 if gated else 1
+        g_out = torch.zeros_like(out) if g_out is None else g_out.contiguous()
+        g_hlast = torch.zeros_like(h0) if g_hlast is None else g_hlast.contiguous()
+        du = torch.empty(T, B, G * N, device=out.device, dtype=out.dtype)
+        pa = torch.empty_like(out) if has_a else out
+        two_stage = method != 0
+        pam = torch.empty_like(out) if has_a and two_stage else out
+        pwm = torch.empty_like(out) if two_stage else out
+        gh0 = torch.empty_like(h0)
+        BM, warps, stages = _launch_config("backward", N)
+        LAST_COMPILED["backward"] = _scan_backward[(triton.cdiv(B, BM),)](
+            g_out, g_hlast, A if has_a else W, W, scale if scale is not None else out,
+            lengths if lengths is not None else out, s1, s2, du, pa, pam, pwm, gh0,
+            T, B, float(eps), float(alpha),
+            N=N, BM=BM, METHOD=method, HAS_A=has_a, GATED=gated, G=G,
+            HAS_SCALE=scale is not None, HAS_LEN=lengths is not None,
+            PRECISION="tf32" if allow_tf32 else "ieee", num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+        with _matmul_tf32(allow_tf32):
+            dz = du[..., :N] + du[..., N:] if gated else du  # ∂L/∂(ε-scaled pre-activation)
+            if two_stage:
+                dW = _sum_outer(dz - pwm, h0, out) + _sum_outer_aligned(pwm, mid)
+            else:
+                dW = _sum_outer(dz, h0, out)
+            dA = None
+            if has_a and ctx.needs_input_grad[2]:
+                dA = _sum_outer(pa, h0, out)
+                if two_stage:
+                    dA = dA + _sum_outer_aligned(pam, mid)
+                dA = alpha * dA
+        return du, gh0, dA, dW, None, None, None, None, None, None, None
+
+
+class TritonBackend:
+    """``backend="triton"``: the fused recurrence on a CUDA device (or Triton's CPU interpreter)."""
+
+    name = "triton"
+    device_type = "cuda"
+    #: TF32 tensor cores for the recurrent products (cuDNN's RNN default in PyTorch)
+    allow_tf32 = True
+
+    def unsupported_reason(self, cell, x: Tensor, step_scale: Optional[Tensor], lengths) -> Optional[str]:
+        from ..cells.antisymmetric import AntisymmetricRNNCell
+        from ..cells.lipschitz import LipschitzRNNCell
+
+        if triton is None:
+            return "triton is not installed"
+        if x.device.type != "cuda" and not INTERPRET:
+            return "inputs are not on a CUDA device"
+        if isinstance(cell, LipschitzRNNCell):
+            if cell.gated:
+                return "the gated Lipschitz cell has no fused kernel"
+            if cell.nonlinearity != "tanh":
+                return f"nonlinearity {cell.nonlinearity!r} has no fused kernel (tanh has)"
+        elif isinstance(cell, AntisymmetricRNNCell):
+            if cell.gated and cell.method.name != "euler":
+                return "the gated AntisymmetricRNN is fused for euler only"
+        else:
+            return f"{type(cell).__name__} has no fused kernel"
+        if cell.method.name not in METHOD_CODES:
+            return f"method {cell.method.name!r} has no fused kernel (euler, midpoint, heun have)"
+        N = cell.hidden_size
+        if N < 16 or N > 256 or N & (N - 1):
+            return f"hidden_size {N} is not a power of two in [16, 256]"
+        if x.dtype != torch.float32:
+            return f"the fused kernels run float32, got {x.dtype}"
+        if step_scale is not None and step_scale.requires_grad:
+            return "no gradient with respect to dt"
+        return None
+
+    def scan(self, cell, x: Tensor, h0: Tensor, step_scale: Optional[Tensor], lengths: Optional[Tensor]):
+        weights = cell.recurrent_weights()
+        A, W = weights if len(weights) == 2 else (None, weights[0])
+        alpha = getattr(cell, "alpha", 0.0)
+        u = cell.project_input(x)
+        scale = None if step_scale is None else step_scale[..., 0].contiguous()
+        lens = None if lengths is None else lengths.to(device=x.device, dtype=torch.int32)
+        return _FusedScan.apply(
+            u, h0, A, W, scale, lens, cell.eps, alpha, METHOD_CODES[cell.method.name], cell.gated, self.allow_tf32
+        )
+
+
+BACKENDS.add("triton", TritonBackend())
+AUTO_ORDER.insert(0, "triton")

@@ -1,0 +1,162 @@
+"""The fused Triton recurrence against the reference backend, forward and every gradient.
+
+Without a GPU these run in Triton's CPU interpreter at tiny sizes (conftest sets
+TRITON_INTERPRET before the package is imported). The tests marked ``gpu`` run the compiled
+kernels at full size on a CUDA device and skip without one.
+
+Tolerances (relative error ‖a − b‖ / ‖b‖ of every output and gradient tensor):
+* interpreter, and GPU with strict fp32 products (``allow_tf32=False``): 1e-5;
+* GPU with TF32 tensor-core products (the default, as cuDNN's RNN): 1e-2 at T <= 1024
+  against a strict-fp32 reference (TF32 keeps 10 mantissa bits per product; the
+  error grows with T through the recurrence).
+"""
+
+import contextlib
+
+import pytest
+import torch
+
+import lipschitz_rnn as lr
+from lipschitz_rnn.backends import BACKENDS, fused_triton
+
+triton_backend = BACKENDS.get("triton")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning"),
+    pytest.mark.skipif(fused_triton.triton is None, reason="triton is not installed"),
+]
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+CONFIGS = [
+    ("lipschitz", {"method": "euler"}),
+    ("lipschitz", {"method": "midpoint"}),
+    ("lipschitz", {"method": "heun"}),
+    ("lipschitz", {"method": "euler", "alpha": 0.5, "beta_A": 0.9, "gamma_W": 0.1}),
+    ("antisymmetric", {}),
+    ("antisymmetric_gated", {}),
+]
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+@contextlib.contextmanager
+def _tf32(enabled):
+    previous = (triton_backend.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    triton_backend.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = False  # the reference stays strict fp32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        triton_backend.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def _run(rnn, backend, x, h0, kwargs):
+    rnn.backend = backend
+    rnn.zero_grad()
+    x = x.detach().requires_grad_()
+    h0 = None if h0 is None else h0.detach().requires_grad_()
+    out, h_n = rnn(x, h0, **kwargs)
+    # a loss that weights every step and the final state differently
+    weights = torch.linspace(0.5, 1.5, out.shape[0], device=out.device)[:, None, None]
+    (out.sin() * weights).sum().add(h_n.square().sum()).backward()
+    results = {"output": out.detach(), "h_n": h_n.detach(), "x.grad": x.grad}
+    if h0 is not None:
+        results["h0.grad"] = h0.grad
+    for name, p in rnn.named_parameters():
+        results[name + ".grad"] = p.grad if p.grad is not None else torch.zeros_like(p)
+    return results
+
+
+def _compare(name, kwargs, *, N, B, T, tol, h0=True, lengths=None, dt=None, layers=1, p=3, tf32=False, seed=0):
+    torch.manual_seed(seed)
+    init = {"init_std": 2.0} if name == "lipschitz" else {}
+    rnn = lr.build_model(name, p, N, layers, device=DEVICE, **init, **kwargs)
+    x = torch.randn(T, B, p, device=DEVICE)
+    h0_t = 0.5 * torch.randn(layers, B, N, device=DEVICE) if h0 else None
+    call = {}
+    if lengths is not None:
+        call["lengths"] = lengths
+    if dt is not None:
+        call["dt"] = dt.to(DEVICE)
+    with _tf32(tf32):
+        expected = _run(rnn, "reference", x, h0_t, call)
+        got = _run(rnn, "triton", x, h0_t, call)
+    errors = {key: _rel(got[key], expected[key]) for key in expected}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < tol, f"{worst}: relative error {errors[worst]:.2e} (all: {errors})"
+    return errors
+
+
+# -- interpreter (CPU, CI) ------------------------------------------------------------------
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
+def test_interpreter_matches_reference(name, kwargs):
+    _compare(name, kwargs, N=16, B=5, T=6, tol=1e-5, lengths=[6, 2, 1, 6, 4], dt=torch.rand(5, 6) + 0.5)
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+def test_interpreter_stacked_layers_without_h0_and_partial_tiles():
+    _compare("lipschitz", {"method": "midpoint"}, N=32, B=17, T=4, tol=1e-5, h0=False, layers=2)
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+def test_interpreter_inference_without_grad():
+    rnn = lr.LipschitzRNN(2, 16, backend="triton")
+    x = torch.randn(5, 3, 2)
+    with torch.no_grad():
+        fast = rnn(x)[0]
+        rnn.backend = "reference"
+        torch.testing.assert_close(fast, rnn(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_configurations_are_named():
+    x = torch.zeros(2, 1, 1, device=DEVICE)
+    reason = triton_backend.unsupported_reason
+    assert "gated Lipschitz" in reason(lr.LipschitzRNNCell(1, 16, gated=True), x, None, None)
+    assert "rk4" in reason(lr.LipschitzRNNCell(1, 16, method="rk4"), x, None, None)
+    assert "power of two" in reason(lr.LipschitzRNNCell(1, 24), x, None, None)
+    assert "float32" in reason(lr.LipschitzRNNCell(1, 16, dtype=torch.float64), x.double(), None, None)
+    assert "no fused kernel" in reason(lr.VanillaRNNCell(1, 16), x, None, None)
+    with pytest.raises(ValueError, match="backend 'triton' cannot run this LipschitzRNNCell: method 'rk4'"):
+        lr.LipschitzRNN(1, 16, method="rk4", backend="triton", device=DEVICE)(x)
+
+
+# -- GPU -------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
+@pytest.mark.parametrize("N", [16, 64, 128, 256])
+def test_gpu_strict_fp32_matches_reference(name, kwargs, N):
+    _compare(name, kwargs, N=N, B=37, T=200, tol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
+@pytest.mark.parametrize(("N", "B", "T"), [(64, 128, 784), (128, 130, 1024), (256, 128, 784)])
+def test_gpu_tf32_matches_strict_reference(name, kwargs, N, B, T):
+    _compare(name, kwargs, N=N, B=B, T=T, tol=1e-2, tf32=True, p=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun"])
+def test_gpu_lengths_dt_h0_and_stacking(method):
+    B, T = 33, 300
+    lengths = torch.randint(1, T + 1, (B,))
+    dt = torch.rand(B, T) + 0.5
+    _compare("lipschitz", {"method": method}, N=128, B=B, T=T, tol=1e-5, lengths=lengths, dt=dt, layers=2)
+
+
+@pytest.mark.gpu
+def test_gpu_batch_of_one_and_long_sequence():
+    _compare("lipschitz", {"method": "euler"}, N=64, B=1, T=1024, tol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_auto_picks_triton():
+    rnn = lr.LipschitzRNN(1, 64, device="cuda")
+    x = torch.randn(5, 2, 1, device="cuda")
+    from lipschitz_rnn.backends import resolve_backend
+
+    assert resolve_backend("auto", rnn.cells[0], x, None, None).name == "triton"

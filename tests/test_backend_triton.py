@@ -118,6 +118,7 @@ def test_unsupported_configurations_are_named():
     assert "gated Lipschitz" in reason(lr.LipschitzRNNCell(1, 16, gated=True), x, None, None)
     assert "rk4" in reason(lr.LipschitzRNNCell(1, 16, method="rk4"), x, None, None)
     assert "power of two" in reason(lr.LipschitzRNNCell(1, 24), x, None, None)
+    assert "shared memory" in reason(lr.LipschitzRNNCell(1, 256), x, None, None)
     assert "float32" in reason(lr.LipschitzRNNCell(1, 16, dtype=torch.float64), x.double(), None, None)
     assert "no fused kernel" in reason(lr.VanillaRNNCell(1, 16), x, None, None)
     with pytest.raises(ValueError, match="backend 'triton' cannot run this LipschitzRNNCell: method 'rk4'"):
@@ -127,14 +128,14 @@ def test_unsupported_configurations_are_named():
 # -- GPU -------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
-@pytest.mark.parametrize("N", [16, 64, 128, 256])
+@pytest.mark.parametrize("N", [16, 32, 64, 128])
 def test_gpu_strict_fp32_matches_reference(name, kwargs, N):
     _compare(name, kwargs, N=N, B=37, T=200, tol=1e-5)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
-@pytest.mark.parametrize(("N", "B", "T"), [(64, 128, 784), (128, 130, 1024), (256, 128, 784)])
+@pytest.mark.parametrize(("N", "B", "T"), [(64, 128, 784), (128, 130, 1024)])
 def test_gpu_tf32_matches_strict_reference(name, kwargs, N, B, T):
     _compare(name, kwargs, N=N, B=B, T=T, tol=1e-2, tf32=True, p=1)
 
@@ -151,6 +152,16 @@ def test_gpu_lengths_dt_h0_and_stacking(method):
 @pytest.mark.gpu
 def test_gpu_batch_of_one_and_long_sequence():
     _compare("lipschitz", {"method": "euler"}, N=64, B=1, T=1024, tol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_auto_falls_back_with_a_warning_where_the_kernel_cannot_run():
+    rnn = lr.LipschitzRNN(1, 256, device="cuda")
+    x = torch.randn(5, 2, 1, device="cuda")
+    with pytest.warns(UserWarning, match="falls back from 'triton'.*shared memory"):
+        out, _ = rnn(x)
+    rnn.backend = "reference"
+    torch.testing.assert_close(out, rnn(x)[0])
 
 
 @pytest.mark.gpu

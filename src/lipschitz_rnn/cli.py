@@ -1,0 +1,133 @@
+"""The ``lipschitz-rnn`` command line: a thin layer over :mod:`lipschitz_rnn.train`.
+
+    lipschitz-rnn train CONFIG [section.key=value ...] [--out RUN_DIR] [--device DEV]
+    lipschitz-rnn train --resume RUN_DIR [train.epochs=N ...] [--device DEV]
+    lipschitz-rnn eval RUN_DIR [--checkpoint best|last] [--split test|val] [--device DEV] [--json]
+    lipschitz-rnn report DIRS... [--markdown PATH] [--json PATH]
+    torchrun --nproc_per_node=K -m lipschitz_rnn train CONFIG ...      # DistributedDataParallel
+
+Exit status: 0 done; 2 bad arguments, config, run directory or checkpoint (nothing was
+written); 3 training diverged (the last good checkpoint is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipschitz-rnn", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one experiment from a TOML config")
+    train.add_argument(
+        "items", nargs="*", metavar="CONFIG | section.key=value", help="a config file and overrides (TOML values)"
+    )
+    train.add_argument("--out", metavar="RUN_DIR", help="new run directory (default runs/<name>/seed<seed>-<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:K (same as train.device=...)")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    report = commands.add_parser("report", help="tabulate runs by experiment beside the paper's numbers")
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders searched recursively")
+    report.add_argument("--markdown", metavar="PATH", help="also write the table here")
+    report.add_argument("--json", metavar="PATH", help="write the records here (e.g. summary.json)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .train import CheckpointError, ConfigError, RunDirError, TrainingDiverged
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # `train CONFIG --out DIR key=value`: positionals after an option land in `extra`
+    if extra and (args.command == "eval" or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        positional = "items" if args.command == "train" else "dirs"
+        setattr(args, positional, getattr(args, positional) + extra)
+    args.command_line = ["lipschitz-rnn", *argv]
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        return _report(args)
+    except (ConfigError, RunDirError, CheckpointError) as exc:
+        print(f"lipschitz-rnn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as exc:
+        print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+
+
+def _train(args) -> int:
+    from .train import ConfigError, load_config, resume_config, train
+
+    overrides = [item for item in args.items if "=" in item]
+    configs = [item for item in args.items if "=" not in item]
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.resume:
+        if configs or args.out:
+            raise ConfigError("--resume RUN_DIR takes the run's own config.toml; pass no CONFIG and no --out")
+        cfg = resume_config(args.resume, overrides)
+        train(cfg, args.resume, resume=True, command=args.command_line)
+        return 0
+    if len(configs) != 1:
+        raise ConfigError(
+            f"train needs exactly one CONFIG file (got {len(configs)}: {configs}); overrides use key=value"
+        )
+    train(load_config(configs[0], overrides), args.out, command=args.command_line)
+    return 0
+
+
+def _eval(args) -> int:
+    from .train import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.checkpoint, args.split, args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    metric = result["metric"]
+    value = result[metric]
+    shown = f"{value:.2f}%" if metric == "accuracy" else f"{value:.4f}"
+    print(
+        f"{result['experiment']}: {result['split']} {metric} {shown} (loss {result['loss']:.4f}), "
+        f"checkpoint '{result['checkpoint']}' after epoch {result['epoch']} of {result['run_dir']}"
+    )
+    return 0
+
+
+def _report(args) -> int:
+    from .train.checkpoint import atomic_write_json, atomic_write_text
+    from .train.report import markdown_table, summarize
+
+    notes: list[str] = []
+    records = summarize(args.dirs, notes)
+    table = markdown_table(records)
+    print(table, end="")
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not records:
+        print("no run directories found under: " + ", ".join(args.dirs), file=sys.stderr)
+    if args.markdown:
+        atomic_write_text(args.markdown, table)
+    if args.json:
+        atomic_write_json(args.json, records)
+    return 0

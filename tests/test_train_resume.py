@@ -1,0 +1,128 @@
+"""Exact resume: an interrupted run continued with --resume ends bit-identical to an uninterrupted one (CPU)."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import lipschitz_rnn.train.loop as loop
+from lipschitz_rnn.cli import main
+from test_train_toytasks import read_jsonl, subprocess_env, weights, without_times, write_config
+
+
+class Interrupted(Exception):
+    pass
+
+
+def assert_same_run(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name  # bit-identical, not merely close
+    assert [without_times(r) for r in read_jsonl(a / "metrics.jsonl")] == [
+        without_times(r) for r in read_jsonl(b / "metrics.jsonl")
+    ]
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert (sa["test_best_val"], sa["test_last"], sa["best_epoch"]) == (
+        sb["test_best_val"],
+        sb["test_last"],
+        sb["best_epoch"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "model_options"),
+    [
+        ("toy_sign", "lipschitz", ["model.method=midpoint"]),
+        # dropout between layers draws from torch's RNG: its state must be restored too
+        ("toy_sign", "lipschitz", ["model.num_layers=2", "model.dropout=0.3"]),
+        ("toy_sign", "antisymmetric_gated", []),
+        ("toy_chars", "lipschitz", []),  # stateful: the carried hidden state is in the checkpoint
+        ("toy_chars", "lstm", []),  # ... as a (h, c) pair
+    ],
+)
+def test_resume_after_an_interruption_mid_epoch_is_exact(tmp_path, monkeypatch, task, model, model_options):
+    config = write_config(tmp_path, task=task, model=model)
+    # 8 steps per epoch, a checkpoint every 3 global steps: the last one before the
+    # interruption is after global step 12 (epoch 2, step 4); step 13 is lost and redone
+    overrides = ["train.limit_train_batches=8", "train.checkpoint_every_steps=3", *model_options]
+    assert main(["train", str(config), *overrides, "--out", str(tmp_path / "whole")]) == 0
+
+    calls = {"train": 0}
+    real = loop.loss_and_stats
+
+    def interrupt_at_step_14(*args):
+        if torch.is_grad_enabled():  # training steps only, not evaluation
+            calls["train"] += 1
+            if calls["train"] == 14:
+                raise Interrupted
+        return real(*args)
+
+    monkeypatch.setattr(loop, "loss_and_stats", interrupt_at_step_14)
+    with pytest.raises(Interrupted):
+        main(["train", str(config), *overrides, "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(loop, "loss_and_stats", real)
+    assert not (tmp_path / "cut" / "summary.json").exists()
+
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    assert "resumed at epoch 2, step 4" in (tmp_path / "cut" / "train.log").read_text()
+    assert_same_run(tmp_path / "whole", tmp_path / "cut")
+    meta = json.loads((tmp_path / "cut" / "meta.json").read_text())
+    assert meta["resumes"][0]["epoch"] == 1 and meta["resumes"][0]["step_in_epoch"] == 4
+
+
+def test_resume_can_extend_a_finished_run_to_more_epochs(tmp_path):
+    config = write_config(tmp_path)
+    assert main(["train", str(config), "train.epochs=3", "--out", str(tmp_path / "three")]) == 0
+    assert main(["train", str(config), "train.epochs=2", "--out", str(tmp_path / "two")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "two"), "train.epochs=3"]) == 0
+    assert_same_run(tmp_path / "three", tmp_path / "two")
+
+
+def _train_process(config, out, *overrides):
+    return subprocess.Popen(
+        [sys.executable, "-m", "lipschitz_rnn", "train", str(config), *overrides, "--out", str(out)],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_resume_after_sigkill_at_a_random_moment_is_exact(tmp_path):
+    config = write_config(tmp_path, extra="")
+    overrides = [
+        "task.seq_len=100",
+        "task.n_train=512",
+        "model.hidden_size=32",
+        "train.epochs=3",
+        "train.checkpoint_every_steps=2",
+    ]
+    whole = _train_process(config, tmp_path / "whole", *overrides)
+    victim = _train_process(config, tmp_path / "killed", *overrides)
+    first_checkpoint = tmp_path / "killed" / "checkpoints" / "last"
+    deadline = time.monotonic() + 120
+    while not first_checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    delay = random.uniform(0.0, 1.0)
+    time.sleep(delay)
+    assert victim.poll() is None, f"the run ended before the kill (delay {delay:.2f} s); make it longer"
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lipschitz_rnn", "train", "--resume", str(tmp_path / "killed")],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert_same_run(tmp_path / "whole", tmp_path / "killed")

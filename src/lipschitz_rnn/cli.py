@@ -4,6 +4,7 @@
     lipschitz-rnn train --resume RUN_DIR [train.epochs=N ...] [--device DEV]
     lipschitz-rnn eval RUN_DIR [--checkpoint best|last] [--split test|val] [--device DEV] [--json]
     lipschitz-rnn report DIRS... [--markdown PATH] [--json PATH]
+    lipschitz-rnn analyze RUN_DIR... [--out DIR] [--samples N] [--parts hessian,input_hessian,perturbation]
     torchrun --nproc_per_node=K -m lipschitz_rnn train CONFIG ...      # DistributedDataParallel
 
 Exit status: 0 done; 2 bad arguments, config, run directory or checkpoint (nothing was
@@ -46,6 +47,25 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders searched recursively")
     report.add_argument("--markdown", metavar="PATH", help="also write the table here")
     report.add_argument("--json", metavar="PATH", help="write the records here (e.g. summary.json)")
+
+    analyze = commands.add_parser("analyze", help="Hessian spectra and perturbation robustness of trained runs")
+    analyze.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    analyze.add_argument("--out", metavar="DIR", help="results folder (default RUN_DIR/analysis for one run)")
+    analyze.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    analyze.add_argument("--device", default="auto")
+    analyze.add_argument("--samples", type=int, default=4096, help="training samples of the Hessian (4096)")
+    analyze.add_argument("--seed", type=int, default=0, help="Hessian subset, probes and noise draws (0)")
+    analyze.add_argument(
+        "--parts", default="hessian,input_hessian,perturbation", help="comma-separated subset of the analyses"
+    )
+    analyze.add_argument("--draws", type=int, default=5, help="noise draws per perturbation level (5)")
+    analyze.add_argument("--eval-samples", type=int, default=None, help="test samples for the curves (all)")
+    analyze.add_argument("--lanczos-steps", type=int, default=100, help="Lanczos budget for the extremes (100)")
+    analyze.add_argument("--num-probes", type=int, default=32, help="Hutchinson probes for the traces (32)")
+    analyze.add_argument("--density-runs", type=int, default=3, help="stochastic Lanczos quadrature runs (3)")
+    analyze.add_argument("--density-steps", type=int, default=48, help="Lanczos steps per density run (48)")
+    analyze.add_argument("--input-samples", type=int, default=128, help="samples for the input Hessian (128)")
+    analyze.add_argument("--batch-size", type=int, default=256, help="batch size of every pass over data (256)")
     return parser
 
 
@@ -67,8 +87,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "analyze":
+            return _analyze(args)
         return _report(args)
-    except (ConfigError, RunDirError, CheckpointError) as exc:
+    except (ConfigError, RunDirError, CheckpointError, ValueError) as exc:
         print(f"lipschitz-rnn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:
@@ -130,4 +152,28 @@ def _report(args) -> int:
         atomic_write_text(args.markdown, table)
     if args.json:
         atomic_write_json(args.json, records)
+    return 0
+
+
+def _analyze(args) -> int:
+    from .train.analyze import analyze_runs
+
+    parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
+    analyze_runs(
+        args.run_dirs,
+        args.out,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        samples=args.samples,
+        seed=args.seed,
+        parts=parts,
+        draws=args.draws,
+        eval_samples=args.eval_samples,
+        lanczos_steps=args.lanczos_steps,
+        num_probes=args.num_probes,
+        density_runs=args.density_runs,
+        density_steps=args.density_steps,
+        input_samples=args.input_samples,
+        batch_size=args.batch_size,
+    )
     return 0

@@ -9,7 +9,7 @@ layer over :func:`train`, :func:`evaluate_run` and :func:`summarize`.
 
 from .checkpoint import CheckpointError, RunDirError, load_checkpoint
 from .config import Config, ConfigError, check_registries, load_config, parse_config, to_toml
-from .loop import TrainingDiverged, evaluate, evaluate_run, learning_rate, resume_config, train
+from .loop import TrainingDiverged, evaluate, evaluate_run, learning_rate, load_run, resume_config, train
 from .report import find_runs, markdown_table, summarize
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "learning_rate",
     "load_checkpoint",
     "load_config",
+    "load_run",
     "markdown_table",
     "parse_config",
     "resume_config",

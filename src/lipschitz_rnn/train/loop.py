@@ -50,7 +50,7 @@ from .checkpoint import (
 from .config import Config, ConfigError, check_registries, config_to_dict, load_config, parse_overrides, to_toml
 from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, write_metrics, write_plots
 
-__all__ = ["TrainingDiverged", "evaluate", "evaluate_run", "resume_config", "train"]
+__all__ = ["TrainingDiverged", "evaluate", "evaluate_run", "load_run", "resume_config", "train"]
 
 #: keys a resumed run may change: they alter neither the arithmetic nor the data order
 RESUME_OVERRIDABLE = ("train.device", "train.epochs", "log.progress", "log.tensorboard", "log.plots", "log.stability")
@@ -637,14 +637,13 @@ def resume_config(run_dir: Union[str, Path], overrides: Sequence[str] = ()) -> C
     return load_config(run_dir / "config.toml", overrides)
 
 
-def evaluate_run(
-    run_dir: Union[str, Path], checkpoint: str = "best", split: str = "test", device: str = "auto"
-) -> dict[str, Any]:
-    """Evaluate a run's ``best`` or ``last`` checkpoint on ``split``; writes nothing."""
+def load_run(run_dir: Union[str, Path], checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
+    """A run's config, task and model with its ``best`` or ``last`` weights: ``{cfg, task, model, state, ctx}``.
+
+    Checks the run directory's format and loads the checkpoint without executing code.
+    """
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    if split not in ("test", "val", "train"):
-        raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
     cfg = load_config(run_dir / "config.toml")
@@ -661,12 +660,23 @@ def evaluate_run(
     model = build_model_for_task(cfg, task)
     model.load_state_dict(weights)
     model.to(ctx.device)
-    result = evaluate(model, task, split, cfg.train.eval_batch_size, ctx, cfg.train.limit_eval_batches)
+    return {"cfg": cfg, "task": task, "model": model, "state": state, "ctx": ctx}
+
+
+def evaluate_run(
+    run_dir: Union[str, Path], checkpoint: str = "best", split: str = "test", device: str = "auto"
+) -> dict[str, Any]:
+    """Evaluate a run's ``best`` or ``last`` checkpoint on ``split``; writes nothing."""
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
+    run = load_run(run_dir, checkpoint, device)
+    cfg, task = run["cfg"], run["task"]
+    result = evaluate(run["model"], task, split, cfg.train.eval_batch_size, run["ctx"], cfg.train.limit_eval_batches)
     return {
         "run_dir": str(run_dir),
         "experiment": cfg.experiment.name,
         "checkpoint": checkpoint,
-        "epoch": state["epoch"],
+        "epoch": run["state"]["epoch"],
         "split": split,
         "metric": task.metric,
         "limit_eval_batches": cfg.train.limit_eval_batches,

@@ -1,0 +1,57 @@
+"""``lipschitz-rnn analyze``: trained runs in, Hessian and perturbation results (JSON and plots) out."""
+
+import json
+
+import pytest
+
+from lipschitz_rnn.cli import main
+from lipschitz_rnn.train import load_config, train
+from lipschitz_rnn.train.analyze import analyze_runs
+from test_train_toytasks import write_config
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for model in ("lipschitz", "antisymmetric"):
+        config = write_config(root, name=f"toy_{model}", model=model)
+        cfg = load_config(config, ["train.epochs=1", "log.plots=false"])
+        train(cfg, root / model, command=["test"])
+        runs.append(root / model)
+    return runs
+
+
+def test_analyze_writes_one_json_per_run_and_combined_plots(two_runs, tmp_path):
+    out = tmp_path / "analysis"
+    small = ["--samples", "64", "--draws", "2", "--eval-samples", "32", "--lanczos-steps", "20", "--num-probes", "8",
+             "--density-runs", "1", "--density-steps", "8", "--input-samples", "8", "--batch-size", "16"]  # fmt: skip
+    code = main(["analyze", *map(str, two_runs), "--out", str(out), *small])
+    assert code == 0
+    results = {path.stem: json.loads(path.read_text()) for path in out.glob("*.json")}
+    assert set(results) == {"toy_lipschitz-seed0", "toy_antisymmetric-seed0"}
+    for result in results.values():
+        hessian = result["hessian"]
+        assert hessian["lambda_max"] is not None and hessian["trace"]["estimate"] is not None
+        assert result["run"]["checkpoint"] == "best"
+        for kind in ("gaussian", "salt_pepper", "parameter"):
+            curve = result["perturbation"]["curves"][kind]
+            assert curve["levels"][0] == 0 and curve["mean"][0] == result["perturbation"]["clean"]
+    pytest.importorskip("matplotlib")
+    assert (out / "perturbation.png").stat().st_size > 10_000
+    assert (out / "hessian_density.png").stat().st_size > 10_000
+
+
+def test_a_single_run_writes_into_its_own_folder(two_runs):
+    results = analyze_runs(
+        [two_runs[0]], parts=("perturbation",), samples=32, draws=1, eval_samples=16, batch_size=16, log=None
+    )
+    assert list(results) == ["toy_lipschitz-seed0"]
+    assert (two_runs[0] / "analysis" / "toy_lipschitz-seed0.json").is_file()
+
+
+def test_bad_input_is_refused_before_any_work(two_runs, tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="several runs: pass out_dir"):
+        analyze_runs(two_runs)

@@ -81,3 +81,4 @@ def backend_names() -> list[str]:
 
 
 from . import reference  # noqa: E402,F401  (registers itself)
+from . import cpu  # noqa: E402,F401

@@ -277,3 +277,19 @@ def test_warnings_are_not_raised_for_supported_calls():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rnn(torch.randn(5, 2, 1), lengths=[5, 2], dt=torch.rand(5))
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_float32_is_as_accurate_as_the_reference_loop(method):
+    """Against a float64 solution, the cpu backend's float32 trajectory errs no more than the reference's."""
+    # published defaults: the state drifts to |h| ~ 10, so rounding of h dominates
+    rnn = lr.LipschitzRNN(2, 64, method=method, backend="reference")
+    x, h0 = torch.rand(784, 5, 2), 0.1 * torch.randn(1, 5, 64)
+    with torch.no_grad():
+        exact = rnn.double()(x.double(), h0.double())[0]
+        rnn.float()
+        errors = {}
+        for backend in ["cpu", "reference"]:
+            rnn.backend = backend
+            errors[backend] = (rnn(x, h0)[0].double() - exact).abs().max().item()
+    assert errors["cpu"] <= 1.5 * errors["reference"] + 1e-6, errors

@@ -12,8 +12,9 @@ A backend runs a cell over a whole sequence:
     h_last     (B, state_size)     state at each sequence's last valid step
 
 ``reference`` is the plain PyTorch loop and the test oracle of every other backend.
-``auto`` picks the fastest backend that supports the call and warns once when it falls
-back for a reason other than "no GPU".
+``auto`` picks the fastest backend that supports the call; when a backend implements the
+cell's type but not this configuration (a method, a size, a dtype), it warns once, naming
+the reason, and falls back. Cells no fast backend implements run on ``reference`` silently.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Backend(Protocol):
     name: str
     #: the device type it runs on (``"cuda"``), or ``None`` for any device
     device_type: Optional[str]
+
+    def handles(self, cell) -> bool:
+        """Whether this backend implements the cell's type at all (whatever its configuration)."""
 
     def unsupported_reason(
         self, cell, x: Tensor, step_scale: Optional[Tensor], lengths: Optional[Tensor]
@@ -56,8 +60,8 @@ def resolve_backend(name: str, cell, x: Tensor, step_scale: Optional[Tensor], le
     if name == "auto":
         for candidate in AUTO_ORDER:
             backend = BACKENDS.get(candidate)
-            if backend.device_type not in (None, x.device.type):
-                continue  # a GPU backend on CPU input is not a fallback worth a warning
+            if backend.device_type not in (None, x.device.type) or not backend.handles(cell):
+                continue  # another device, or a cell it never runs: not a fallback worth a warning
             reason = backend.unsupported_reason(cell, x, step_scale, lengths)
             if reason is None:
                 return backend
@@ -80,5 +84,6 @@ def backend_names() -> list[str]:
     return ["auto", *BACKENDS.names()]
 
 
-# Each backend module registers itself; fused_triton only when Triton is importable.
-from . import fused_triton, reference  # noqa: E402,F401
+# Each backend module registers itself (fused_triton as unsupported when Triton is not importable).
+# Import order sets AUTO_ORDER: cpu appends itself, fused_triton puts "triton" first.
+from . import cpu, fused_triton, reference  # noqa: E402,F401

@@ -426,6 +426,12 @@ class TritonBackend:
     #: TF32 tensor cores for the recurrent products (cuDNN's RNN default in PyTorch)
     allow_tf32 = True
 
+    def handles(self, cell) -> bool:
+        from ..cells.antisymmetric import AntisymmetricRNNCell
+        from ..cells.lipschitz import LipschitzRNNCell
+
+        return isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))
+
     def unsupported_reason(self, cell, x: Tensor, step_scale: Optional[Tensor], lengths) -> Optional[str]:
         from ..cells.antisymmetric import AntisymmetricRNNCell
         from ..cells.lipschitz import LipschitzRNNCell

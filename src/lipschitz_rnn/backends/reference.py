@@ -25,6 +25,9 @@ class ReferenceBackend:
     name = "reference"
     device_type = None
 
+    def handles(self, cell) -> bool:
+        return True
+
     def unsupported_reason(self, cell, x, step_scale, lengths) -> Optional[str]:
         return None
 
@@ -37,9 +40,10 @@ class ReferenceBackend:
         alive = alive_mask(lengths, steps, x.device)
         h = h0
         outputs = []
-        for t in range(steps):
+        # unbind, not u[t]: indexing makes autograd zero-fill all of u once per step (O(T²))
+        for t, u_t in enumerate(u.unbind(0)):
             eps = None if step_scale is None else cell.eps * step_scale[t]
-            h_next = cell.step(u[t], h, weights, eps)
+            h_next = cell.step(u_t, h, weights, eps)
             h = h_next if alive is None else torch.where(alive[t], h_next, h)
             outputs.append(cell.output(h))
         out = torch.stack(outputs)

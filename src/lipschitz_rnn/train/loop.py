@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
 import subprocess
@@ -457,8 +458,13 @@ def _now() -> str:
 
 
 def git_commit() -> tuple[Optional[str], Optional[bool]]:
-    """(commit, dirty) of the checkout holding this package, or (None, None) outside git."""
+    """(commit, dirty) of the checkout holding this package, or (None, None) outside git.
+
+    A copy without ``.git`` (an exported tree on a remote machine) can name its commit in the
+    environment variable ``LIPSCHITZ_RNN_GIT_COMMIT`` (dirtiness then unknown).
+    """
     where = Path(__file__).resolve().parent
+    exported = os.environ.get("LIPSCHITZ_RNN_GIT_COMMIT", "").strip()
     try:
         commit = subprocess.run(
             ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -471,7 +477,7 @@ def git_commit() -> tuple[Optional[str], Optional[bool]]:
             check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        return (exported or None), None
     return commit or None, bool(status.strip())
 
 

@@ -86,6 +86,12 @@ def test_antisymmetric_matches_reference_float64(method, gated):
     assert_matches_reference(rnn, *_data(40, 3, 2, 16))
 
 
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_residual_matches_reference_float64(method):
+    rnn = lr.build_model("residual", 2, 16, eps=0.1, method=method, dtype=torch.float64)
+    assert_matches_reference(rnn, *_data(40, 3, 2, 16))
+
+
 @pytest.mark.parametrize(
     ("N", "T", "B"),
     [(16, 1024, 3), (64, 200, 7), (128, 40, 1), (256, 10, 7)],
@@ -115,7 +121,7 @@ def test_float32_with_lengths_and_dt(method, gated):
     assert_matches_reference(rnn, x, h0, rtol=F32_RTOL, lengths=[60, 13, 1, 59, 30], dt=dt)
 
 
-@pytest.mark.parametrize("name", ["lipschitz", "antisymmetric", "antisymmetric_gated"])
+@pytest.mark.parametrize("name", ["lipschitz", "antisymmetric", "antisymmetric_gated", "residual"])
 @pytest.mark.parametrize("method", ["euler", "heun"])
 @pytest.mark.parametrize("h0", [True, False])
 def test_lengths(name, method, h0):
@@ -206,7 +212,7 @@ def test_gradcheck(config):
 # -- selection and refusals ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["lipschitz", "antisymmetric", "antisymmetric_gated"])
+@pytest.mark.parametrize("name", ["lipschitz", "antisymmetric", "antisymmetric_gated", "residual"])
 def test_auto_picks_cpu_on_cpu(name):
     cell = lr.build_model(name, 1, 4).cells[0]
     x = torch.randn(3, 2, 1)
@@ -219,7 +225,7 @@ def _unsupported_calls():
     dt_with_grad = torch.rand(4, 2, 1, requires_grad=True)
     return [
         (lr.LipschitzRNN(1, 4, nonlinearity="relu").cells[0], x, None, "nonlinearity 'relu' (tanh only)"),
-        (lr.VanillaRNN(1, 4).cells[0], x, None, "only LipschitzRNNCell and AntisymmetricRNNCell are implemented"),
+        (lr.VanillaRNN(1, 4).cells[0], x, None, "only LipschitzRNNCell, AntisymmetricRNNCell and ResidualRNNCell are"),
         (lr.LipschitzRNN(1, 4, dtype=torch.float16).cells[0], x.half(), None, "dtype torch.float16 (float32 and"),
         (lr.LipschitzRNN(1, 4).cells[0], x, dt_with_grad, "dt requires grad (no gradient with respect to dt"),
     ]

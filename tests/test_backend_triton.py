@@ -34,6 +34,7 @@ CONFIGS = [
     ("lipschitz", {"method": "euler", "alpha": 0.5, "beta_A": 0.9, "gamma_W": 0.1}),
     ("antisymmetric", {}),
     ("antisymmetric_gated", {}),
+    ("residual", {"method": "midpoint"}),
 ]
 
 

@@ -125,14 +125,18 @@ def _supported_cells() -> tuple[type, ...]:
     # imported here: the cells import the layer, which imports the backends
     from ..cells.antisymmetric import AntisymmetricRNNCell
     from ..cells.lipschitz import LipschitzRNNCell
+    from ..cells.vanilla import ResidualRNNCell
 
-    return LipschitzRNNCell, AntisymmetricRNNCell
+    return LipschitzRNNCell, AntisymmetricRNNCell, ResidualRNNCell
 
 
 def _field_of(cell) -> _Field:
-    """LipschitzRNNCell has ``alpha``; AntisymmetricRNNCell is the field with ``alpha = 0``."""
+    """LipschitzRNNCell has ``alpha``; AntisymmetricRNNCell is the field with ``alpha = 0``.
+
+    ResidualRNNCell is the ungated AntisymmetricRNN field ``tanh(W h + u)`` with a free W.
+    """
     alpha = float(getattr(cell, "alpha", 0.0))
-    return _Field(alpha=alpha, gated=cell.gated, a=cell.method.a, b=cell.method.b)
+    return _Field(alpha=alpha, gated=getattr(cell, "gated", False), a=cell.method.a, b=cell.method.b)
 
 
 def _blocks(steps: int, batch: int) -> list[tuple[int, int]]:
@@ -401,7 +405,7 @@ class CPUBackend:
     ) -> Optional[str]:
         kind = next((k for k in _supported_cells() if isinstance(cell, k)), None)
         if kind is None:
-            return "only LipschitzRNNCell and AntisymmetricRNNCell are implemented"
+            return "only LipschitzRNNCell, AntisymmetricRNNCell and ResidualRNNCell are implemented"
         overridden = [m for m in _CELL_METHODS if getattr(type(cell), m) is not getattr(kind, m)]
         if overridden:
             return f"{type(cell).__name__} overrides {', '.join(overridden)}"

@@ -429,12 +429,14 @@ class TritonBackend:
     def handles(self, cell) -> bool:
         from ..cells.antisymmetric import AntisymmetricRNNCell
         from ..cells.lipschitz import LipschitzRNNCell
+        from ..cells.vanilla import ResidualRNNCell
 
-        return isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))
+        return isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell, ResidualRNNCell))
 
     def unsupported_reason(self, cell, x: Tensor, step_scale: Optional[Tensor], lengths) -> Optional[str]:
         from ..cells.antisymmetric import AntisymmetricRNNCell
         from ..cells.lipschitz import LipschitzRNNCell
+        from ..cells.vanilla import ResidualRNNCell
 
         if triton is None:
             return "triton is not installed"
@@ -448,7 +450,7 @@ class TritonBackend:
         elif isinstance(cell, AntisymmetricRNNCell):
             if cell.gated and cell.method.name != "euler":
                 return "the gated AntisymmetricRNN is fused for euler only"
-        else:
+        elif not isinstance(cell, ResidualRNNCell):  # ResidualRNNCell: the ungated ASR field, W free
             return f"{type(cell).__name__} has no fused kernel"
         if cell.method.name not in METHOD_CODES:
             return f"method {cell.method.name!r} has no fused kernel (euler, midpoint, heun have)"
@@ -472,7 +474,17 @@ class TritonBackend:
         scale = None if step_scale is None else step_scale[..., 0].contiguous()
         lens = None if lengths is None else lengths.to(device=x.device, dtype=torch.int32)
         return _FusedScan.apply(
-            u, h0, A, W, scale, lens, cell.eps, alpha, METHOD_CODES[cell.method.name], cell.gated, self.allow_tf32
+            u,
+            h0,
+            A,
+            W,
+            scale,
+            lens,
+            cell.eps,
+            alpha,
+            METHOD_CODES[cell.method.name],
+            getattr(cell, "gated", False),
+            self.allow_tf32,
         )
 
 

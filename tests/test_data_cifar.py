@@ -192,6 +192,26 @@ def test_fixed_noise_is_one_block_for_every_sample(tiny):
         assert torch.equal(x[:, 32:], block.expand(len(x), 968, 96))
 
 
+@pytest.mark.parametrize("noise", ["independent", "fixed"])
+def test_noise_is_built_on_the_batch_device(tiny, noise):
+    options, _ = tiny
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_cpu = build_task("noisy_cifar", noise=noise, **options)
+    on_device = build_task("noisy_cifar", noise=noise, **options)
+    on_device.batch_device = torch.device(device)
+    x_cpu, y_cpu = next(on_cpu.batches("train", batch_size=4, epoch=2, seed=1))
+    x, y = next(on_device.batches("train", batch_size=4, epoch=2, seed=1))
+    assert x.device.type == device and torch.equal(y, y_cpu)
+    assert torch.equal(x[:, :32].cpu(), x_cpu[:, :32])  # the image rows are the same
+    again = next(on_device.batches("train", batch_size=4, epoch=2, seed=1))[0]
+    assert torch.equal(x, again)  # keyed: reproducible on its device
+    if noise == "fixed" or device == "cpu":
+        assert torch.equal(x.cpu(), x_cpu)  # the fixed block is copied, not redrawn
+    else:
+        assert not torch.equal(x[:, 32:].cpu(), x_cpu[:, 32:])  # CUDA generators draw other numbers
+        assert abs(x[:, 32:].std().item() - 1) < 0.02
+
+
 def test_augmentation_is_a_flip_and_crop_of_the_padded_image(tiny):
     options, _ = tiny
     task = build_task("scifar", augment=True, **options)

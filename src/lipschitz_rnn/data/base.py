@@ -48,6 +48,11 @@ class SequenceTask:
     stateful: bool = False
     sizes: dict[str, int] = field(default_factory=dict)  # samples (or tokens) per split
 
+    # Where a task may build its batches (None: the CPU). The harness sets the run's device, so
+    # that tasks which synthesise large inputs (noise-padded CIFAR: 128 x 1000 x 96 floats per
+    # batch) make them there instead of on the CPU and copying; others ignore it.
+    batch_device = None
+
     def batches(
         self,
         split: str,

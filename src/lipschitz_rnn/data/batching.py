@@ -50,8 +50,12 @@ def mix_seed(*parts: Union[int, str]) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
-def seeded_generator(*parts: Union[int, str]) -> torch.Generator:
-    return torch.Generator().manual_seed(mix_seed(*parts))
+def seeded_generator(*parts: Union[int, str], device: Union[str, torch.device, None] = None) -> torch.Generator:
+    """A generator seeded by :func:`mix_seed` of ``parts``, on ``device`` (CPU by default).
+
+    CPU and CUDA generators draw different numbers from the same seed.
+    """
+    return torch.Generator(device=device or "cpu").manual_seed(mix_seed(*parts))
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

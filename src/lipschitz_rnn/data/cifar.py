@@ -444,7 +444,8 @@ class CifarTask(IndexedTask):
                     "one block torch.Generator().manual_seed(noise_seed).randn(968, 96) for every sample"
                     if self._noise == "fixed"
                     else "fresh per sample: training keyed by (noise_seed, seed, epoch, batch, position), "
-                    "evaluation by (noise_seed, split storage, sample index)"
+                    "evaluation by (noise_seed, split storage, sample index); drawn on the device the "
+                    "batches are built on (CPU and CUDA generators give different draws from one key)"
                 ),
             }
 
@@ -461,8 +462,10 @@ class CifarTask(IndexedTask):
 
     def _fill_noise(self, out: Tensor, split: str, index: Tensor, key: Optional[tuple[int, int, int]],
                     position: Tensor) -> None:  # fmt: skip
-        """Write the noise steps of each sample into ``out`` (b, 968, 96), in place (no 50 MB temporaries)."""
+        """Write the noise steps of each sample into ``out`` (b, 968, 96), in place, on ``out``'s device."""
         if self._fixed_block is not None:
+            if self._fixed_block.device != out.device:  # the same block, copied once
+                self._fixed_block = self._fixed_block.to(out.device)
             out.copy_(self._fixed_block.expand_as(out))
             return
         if key is None:  # evaluation: fixed per sample
@@ -471,7 +474,7 @@ class CifarTask(IndexedTask):
         else:
             parts = [("train-noise", self._noise_seed, *key, int(p)) for p in position]
         for row, seed_parts in zip(out, parts):
-            torch.randn(row.shape, generator=seeded_generator(*seed_parts), out=row)
+            torch.randn(row.shape, generator=seeded_generator(*seed_parts, device=out.device), out=row)
 
     def make_batch(self, split: str, index: Tensor, key: Optional[tuple[int, int, int]], position: Tensor) -> Batch:
         storage = "test" if split == "test" else "train"
@@ -485,8 +488,10 @@ class CifarTask(IndexedTask):
         if self._mode == "pixel":
             x = x.reshape(b, 1024, 3) if self._layout == "rgb" else x.permute(0, 3, 1, 2).reshape(b, 1024, 3)
             return x.contiguous(), self._labels[storage][index]
-        sequence = torch.empty(b, NOISY_SEQ_LEN, 96)
-        sequence[:, :32] = x.reshape(b, 32, 96) if self._layout == "rgb" else x.permute(0, 1, 3, 2).reshape(b, 32, 96)
+        # built on batch_device (the run's device under the harness): the noise is 97% of the batch
+        sequence = torch.empty(b, NOISY_SEQ_LEN, 96, device=self.batch_device)
+        rows = x.reshape(b, 32, 96) if self._layout == "rgb" else x.permute(0, 1, 3, 2).reshape(b, 32, 96)
+        sequence[:, :32] = rows.to(sequence.device)
         self._fill_noise(sequence[:, 32:], split, index, key, position)
         return sequence, self._labels[storage][index]
 

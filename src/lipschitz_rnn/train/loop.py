@@ -98,6 +98,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
 
     # -- data, model, optimizer ----------------------------------------------------------------
     task = build_task(cfg.task.name, **cfg.task.options)
+    task.batch_device = ctx.device  # tasks that synthesise big inputs build them there
     metric = task.metric
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"task {task.name!r}: unknown metric {metric!r}; expected one of {list(HIGHER_IS_BETTER)}")
@@ -663,6 +664,7 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best", device: str = 
     weights, state = load_checkpoint(path)
     ctx = distributed.Context(0, 1, 0, distributed.resolve_device(device))
     task = build_task(cfg.task.name, **cfg.task.options)
+    task.batch_device = ctx.device
     model = build_model_for_task(cfg, task)
     model.load_state_dict(weights)
     model.to(ctx.device)

@@ -26,8 +26,10 @@ for name in smnist_lipschitz_euler_n128 smnist_lipschitz_midpoint_n128 smnist_an
     (
       until [ -f "$run/summary.json" ]; do [ $SECONDS -ge $deadline ] && exit 0; sleep 5; done
       mkdir -p "$out/$part"
+      # best-validation weights; "last" where an earlier machine's copy of the run lost "best"
+      checkpoint=best; [ -d "$run/checkpoints/best" ] || checkpoint=last
       CUDA_VISIBLE_DEVICES=$gpu timeout --signal=KILL $((deadline - SECONDS)) \
-        python -m lipschitz_rnn analyze "$run" --out "$out/$part/$name" --seed 0 "${options[@]}" \
+        python -m lipschitz_rnn analyze "$run" --checkpoint $checkpoint --out "$out/$part/$name" --seed 0 "${options[@]}" \
         > "$out/$part/$name.log" 2>&1 || echo "analysis $part of $name: exit $?" >> "$out/$part/$name.log"
     ) &
   done

@@ -205,8 +205,8 @@ def pack(out: Path, part_bytes: int = 14 << 20, max_parts: int = 6) -> None:
     """``runs-results.tgz`` (all but checkpoints and TensorBoard) and ``runs-ckpt-K.tgz`` parts.
 
     The device returns at most 8 files of 16 MiB, so the checkpoints go in parts: the last
-    checkpoint of every unfinished run (to resume on another machine) and the best weights
-    of every finished one (for ``lipschitz-rnn analyze``).
+    and best checkpoints of every unfinished run (to resume on another machine) and the best
+    checkpoint of every finished one (for ``lipschitz-rnn analyze``).
     """
     runs = Path("runs")
 
@@ -219,8 +219,8 @@ def pack(out: Path, part_bytes: int = 14 << 20, max_parts: int = 6) -> None:
     for run_dir in sorted(p.parent for p in runs.glob("*/seed*/meta.json")):
         if (run_dir / "summary.json").is_file():
             wanted += sorted(p for p in (run_dir / "checkpoints" / "best").rglob("*") if p.is_file())
-        else:
-            wanted += sorted(p for p in (run_dir / "checkpoints" / "last").rglob("*") if p.is_file())
+        else:  # both: a resumed run writes "best" only when validation improves again
+            wanted += sorted(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file())
     parts: list[list[Path]] = [[]]
     size = 0
     for path in wanted:

@@ -13,8 +13,9 @@ Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/ru
 Several runs share a GPU well only under MPS: without it, processes on one GPU are
 time-sliced (three concurrent sMNIST runs measured 31 s per epoch each instead of 2.2 s
 alone), because the fused recurrence is one long kernel on a few SMs. ``--mps`` starts the
-MPS control daemon for the queue and stops it afterwards; if a CUDA client cannot start
-under it, the queue stops MPS and runs one job per GPU. Every attempt is logged in
+MPS control daemon for the queue and stops it afterwards (or uses the one that
+``CUDA_MPS_PIPE_DIRECTORY`` names, started and stopped by the caller); if a CUDA client
+cannot start under it, the queue runs one job per GPU. Every attempt is logged in
 ``runs/<experiment>/seed<k>.queue.jsonl`` (GPU, concurrency, start, end, exit status), so
 reported GPU times can be read with the concurrency they ran under.
 """
@@ -85,22 +86,26 @@ def gpu_count() -> int:
     return max(1, sum(line.startswith("GPU ") for line in out.splitlines()))
 
 
-def start_mps() -> bool:
-    for path in MPS_ENV.values():
-        Path(path).mkdir(parents=True, exist_ok=True)
-    os.environ.update(MPS_ENV)
-    if shutil.which("nvidia-cuda-mps-control") is None:
-        print("device_queue: nvidia-cuda-mps-control not found; one job per GPU", flush=True)
-        return False
-    subprocess.run(["nvidia-cuda-mps-control", "-d"], check=False)
+def start_mps() -> tuple[bool, bool]:
+    """``(running, started_here)``: start the MPS daemon unless one is named in the environment."""
+    external = "CUDA_MPS_PIPE_DIRECTORY" in os.environ  # started by the caller, who also stops it
+    if not external:
+        for path in MPS_ENV.values():
+            Path(path).mkdir(parents=True, exist_ok=True)
+        os.environ.update(MPS_ENV)
+        if shutil.which("nvidia-cuda-mps-control") is None:
+            print("device_queue: nvidia-cuda-mps-control not found; one job per GPU", flush=True)
+            return False, False
+        subprocess.run(["nvidia-cuda-mps-control", "-d"], check=False)
     probe = "import torch; torch.ones(1, device='cuda').add_(1); torch.cuda.synchronize(); print('ok')"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     if result.stdout.strip() == "ok":
-        print("device_queue: MPS is up", flush=True)
-        return True
+        print(f"device_queue: MPS is up ({'started by the caller' if external else 'started here'})", flush=True)
+        return True, not external
     print(f"device_queue: a CUDA client failed under MPS ({result.stderr.strip()[-300:]}); one job per GPU", flush=True)
-    stop_mps()
-    return False
+    if not external:
+        stop_mps()
+    return False, False
 
 
 def stop_mps() -> None:
@@ -136,7 +141,8 @@ def main() -> None:
     os.environ["PYTHONUNBUFFERED"] = "1"
     jobs = [job for job in parse_jobs(args.jobs) if not (job.run_dir / "summary.json").is_file()]
     gpus = args.gpus or gpu_count()
-    per_gpu = args.per_gpu if (args.per_gpu > 1 and args.mps and start_mps()) else 1
+    mps, started_mps = start_mps() if (args.per_gpu > 1 and args.mps) else (False, False)
+    per_gpu = args.per_gpu if mps else 1
     print(f"device_queue: {len(jobs)} unfinished jobs, {gpus} GPUs x {per_gpu} slots", flush=True)
 
     lock = threading.Lock()
@@ -183,7 +189,7 @@ def main() -> None:
         time.sleep(2)  # staggered starts: data loading and Triton compilation overlap less
     for thread in threads:
         thread.join()
-    if per_gpu > 1:
+    if started_mps:
         stop_mps()
 
     out = Path(args.out)

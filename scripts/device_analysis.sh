@@ -13,14 +13,19 @@ out=runs/analysis-smnist
 # The settings (stated in RESULTS.md): 4,096 training samples, 60 Lanczos steps for the
 # extremes, 16 Hutchinson probes, one 32-step density run, 32 samples for the input Hessian,
 # 3 noise draws per level over the whole test set.
-hessian=(--parts hessian,input_hessian --samples 4096 --batch-size 2048 --lanczos-steps 60 --num-probes 16
-         --density-runs 1 --density-steps 32 --input-samples 32)
+common=(--samples 4096 --batch-size 2048 --lanczos-steps 60 --num-probes 16 --density-runs 1 --density-steps 32
+        --input-samples 32)
+hessian=(--parts hessian "${common[@]}")
+input_hessian=(--parts input_hessian "${common[@]}")
+both_hessians=(--parts hessian,input_hessian "${common[@]}")
 perturbation=(--parts perturbation --draws 3 --batch-size 2000)
 i=0
-for name in smnist_lipschitz_euler_n128 smnist_lipschitz_midpoint_n128 smnist_antisymmetric_n128 \
-            smnist_antisymmetric_gated_n128 smnist_residual_n128 smnist_lstm_n128; do
+# MODELS and PARTS select a subset (PARTS: hessian, input_hessian, both_hessians, perturbation)
+models=${MODELS:-"smnist_lipschitz_euler_n128 smnist_lipschitz_midpoint_n128 smnist_antisymmetric_n128
+                 smnist_antisymmetric_gated_n128 smnist_residual_n128 smnist_lstm_n128"}
+for name in $models; do
   run=runs/$name/seed0
-  for part in hessian perturbation; do
+  for part in ${PARTS:-both_hessians perturbation}; do
     gpu=$((i % gpus)); i=$((i + 1))
     declare -n options=$part
     (

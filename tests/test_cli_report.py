@@ -84,9 +84,10 @@ def test_report_groups_seeds_and_writes_summary_json(runs, tmp_path, capsys):
     assert mine["paper"] is None and mine["test_mean"] == 97.5 and mine["test_std"] is None
 
     table = out_md.read_text()
-    assert table == captured.out
+    assert captured.out in table and table.startswith("<!-- begin: results")  # between markers
     row = next(line for line in table.splitlines() if line.startswith("| smnist_lipschitz_euler_n128"))
-    assert "99.20 ± 0.20" in row and "| 99.4 |" in row and "3 (1 diverged, 1 unfinished)" in row
+    assert "99.20 ± 0.20" in row and "| 99.4 | -0.20 |" in row and "3 (1 diverged, 1 unfinished)" in row
+    assert paper_row["diff_vs_paper"] == pytest.approx(-0.2) and mine["diff_vs_paper"] is None
     assert "best-validation checkpoint" in table
     assert "skipped" in captured.err and "foreign" in captured.err
 
@@ -104,3 +105,31 @@ def test_report_of_a_real_run(tmp_path, capsys):
 def test_report_with_nothing_found_says_so(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 0
     assert "no run directories found" in capsys.readouterr().err
+
+
+def test_report_keeps_the_prose_around_its_tables(runs, tmp_path, capsys):
+    out_md = tmp_path / "RESULTS.md"
+    assert main(["report", str(runs), "--markdown", str(out_md)]) == 0
+    out_md.write_text("# Results\n\nProtocol notes.\n\n" + out_md.read_text() + "\nClosing words.\n")
+    assert main(["report", str(runs), "--markdown", str(out_md)]) == 0
+    text = out_md.read_text()
+    assert text.startswith("# Results\n\nProtocol notes.") and text.endswith("Closing words.\n")
+    assert text.count("| smnist_lipschitz_euler_n128 |") == 1
+
+
+def test_report_tabulates_analyses_merged_across_parts(runs, tmp_path, capsys):
+    run = {"experiment": "smnist_lipschitz_euler_n128", "seed": 0, "epoch": 7}
+    curves = {"gaussian": {"levels": [0.0, 0.1], "mean": [0.99, 0.9], "std": [0.0, 0.01]}}
+    hessian = {"lambda_max": 8.0, "lambda_min": -0.5, "condition_number": 16.0,
+               "trace": {"estimate": 80.0, "stderr": 7.5}}  # fmt: skip
+    parts = runs / "analysis"
+    (parts / "h").mkdir(parents=True)
+    (parts / "p").mkdir()
+    (parts / "h" / "a.json").write_text(json.dumps({"run": run, "hessian": hessian}))
+    (parts / "p" / "a.json").write_text(json.dumps({"run": run, "perturbation": {"clean": 0.99, "curves": curves}}))
+    assert main(["report", str(runs), "--markdown", str(tmp_path / "R.md")]) == 0
+    row = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| smnist_lipschitz_euler_n128-seed0")
+    )
+    assert "| 7 | 99.00 | 8 | -0.5 | 16 | 80 ± 7.5 |" in row and "| 90.0 ± 1.0 |" in row
+    assert "<!-- begin: robustness" in (tmp_path / "R.md").read_text()

@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="tabulate runs by experiment beside the paper's numbers")
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders searched recursively")
-    report.add_argument("--markdown", metavar="PATH", help="also write the table here")
+    report.add_argument(
+        "--markdown", metavar="PATH", help="also write the tables here (between markers; other text is kept)"
+    )
     report.add_argument("--json", metavar="PATH", help="write the records here (e.g. summary.json)")
 
     analyze = commands.add_parser("analyze", help="Hessian spectra and perturbation robustness of trained runs")
@@ -138,18 +140,21 @@ def _eval(args) -> int:
 
 def _report(args) -> int:
     from .train.checkpoint import atomic_write_json, atomic_write_text
-    from .train.report import markdown_table, summarize
+    from .train.report import find_analyses, markdown_table, robustness_table, summarize, update_markdown
 
     notes: list[str] = []
     records = summarize(args.dirs, notes)
     table = markdown_table(records)
+    robustness = robustness_table(find_analyses(args.dirs))
     print(table, end="")
+    if robustness:
+        print("\n" + robustness, end="")
     for note in notes:
         print(note, file=sys.stderr)
     if not records:
         print("no run directories found under: " + ", ".join(args.dirs), file=sys.stderr)
-    if args.markdown:
-        atomic_write_text(args.markdown, table)
+    if args.markdown:  # the tables between their markers; the prose around them is kept
+        atomic_write_text(args.markdown, update_markdown(args.markdown, {"results": table, "robustness": robustness}))
     if args.json:
         atomic_write_json(args.json, records)
     return 0

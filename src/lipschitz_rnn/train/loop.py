@@ -461,11 +461,14 @@ def _now() -> str:
 def git_commit() -> tuple[Optional[str], Optional[bool]]:
     """(commit, dirty) of the checkout holding this package, or (None, None) outside git.
 
-    A copy without ``.git`` (an exported tree on a remote machine) can name its commit in the
-    environment variable ``LIPSCHITZ_RNN_GIT_COMMIT`` (dirtiness then unknown).
+    An exported tree (a copy on a remote machine, with no ``.git`` or a stale one) names its
+    commit in the environment variable ``LIPSCHITZ_RNN_GIT_COMMIT``, which then wins
+    (dirtiness unknown).
     """
     where = Path(__file__).resolve().parent
     exported = os.environ.get("LIPSCHITZ_RNN_GIT_COMMIT", "").strip()
+    if exported:  # named by whoever exported the tree: a stale .git copied with it would mislead
+        return exported, None
     try:
         commit = subprocess.run(
             ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True

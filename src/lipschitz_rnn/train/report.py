@@ -131,6 +131,10 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
             "n_incomplete": sum(r["summary"].get("status") == "incomplete" for r in group),
             "epochs": [r["summary"].get("epochs") for r in done],
             "time_per_epoch_s": _mean_std([r["summary"].get("time_per_epoch_s") for r in done])[0],
+            "diff_vs_paper": None if (paper is None or test_mean is None) else round(test_mean - paper.value, 4),
+            "train_time_total_s": sum(r["summary"].get("total_time_s") or 0.0 for r in done) or None,
+            "devices": sorted({str(r["meta"].get("device_name") or r["meta"].get("device")) for r in done}),
+            "command": _command(first["meta"]),
             "paper_key": cfg.experiment.paper or None,
             "paper_source": paper.source if paper else None,
             "paper_note": paper.note if paper else None,
@@ -140,6 +144,17 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
             record["warning"] = "runs of this experiment differ in task or parameter count"
         records.append(record)
     return records
+
+
+def _command(meta: dict[str, Any]) -> Optional[str]:
+    """The run's ``lipschitz-rnn train`` command without its output folder and progress switch."""
+    words = list(meta.get("command") or [])
+    if not words:
+        return None
+    if "--out" in words:
+        at = words.index("--out")
+        del words[at : at + 2]
+    return " ".join(w for w in words if w != "log.progress=false")
 
 
 def _fmt(value: Optional[float], std: Optional[float], metric: Optional[str]) -> str:
@@ -154,7 +169,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     """The records as a Markdown table beside the paper's numbers."""
     header = (
         "| experiment | task | model | N | params | metric | test (best val) | test (last epoch) | seeds "
-        "| paper | data source | epochs | s/epoch |"
+        "| paper | Δ | data source | epochs | s/epoch | train min (all seeds) | device | command |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in records:
@@ -169,16 +184,119 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             flags.append(f"{r['n_incomplete']} unfinished")
         seeds = f"{len(r['seeds'])}" + (f" ({', '.join(flags)})" if flags else "")
         paper = "—" if r["paper"] is None else f"{r['paper']}" + ("*" if r.get("paper_note") else "")
+        diff = "—" if r["diff_vs_paper"] is None else f"{r['diff_vs_paper']:+.2f}"
         lines.append(
             f"| {r['experiment']} | {r['task']} | {model} | {r['hidden_size']} | {r['params'] or 'n/a'} "
             f"| {metric}{unit} | {_fmt(r['test_mean'], r['test_std'], metric)} "
-            f"| {_fmt(r['test_last_mean'], r['test_last_std'], metric)} | {seeds} | {paper} "
+            f"| {_fmt(r['test_last_mean'], r['test_last_std'], metric)} | {seeds} | {paper} | {diff} "
             f"| {r['data_source'] or 'n/a'} | {', '.join(map(str, epochs)) or 'n/a'} "
-            f"| {'n/a' if r['time_per_epoch_s'] is None else format(r['time_per_epoch_s'], '.1f')} |"
+            f"| {'n/a' if r['time_per_epoch_s'] is None else format(r['time_per_epoch_s'], '.1f')} "
+            f"| {'n/a' if not r['train_time_total_s'] else format(r['train_time_total_s'] / 60, '.1f')} "
+            f"| {', '.join(r['devices']) or 'n/a'} | {'`' + r['command'] + '`' if r['command'] else 'n/a'} |"
         )
     lines.append("")
     lines.append(
         "test (best val): test metric of the best-validation checkpoint; test (last epoch): at the end of training. "
-        "Mean ± sample std over seeds of completed runs. * paper number whose row or N is unverified."
+        "Mean ± sample std over seeds of completed runs. * paper number whose row or N is unverified. "
+        "Δ: test (best val) minus paper. s/epoch and train min: wall time of training and per-epoch "
+        "evaluation as the runs logged it (runs that shared a GPU ran slower than alone). "
+        "command: the first seed's; other seeds differ in train.seed."
     )
     return "\n".join(lines) + "\n"
+
+
+# -- the robustness table (``lipschitz-rnn analyze`` results) --------------------------------------
+
+TABLE_BEGIN = "<!-- begin: {name} (written by lipschitz-rnn report; edit outside these lines) -->"
+TABLE_END = "<!-- end: {name} -->"
+
+
+def find_analyses(paths: Iterable[Union[str, Path]]) -> dict[str, dict[str, Any]]:
+    """``{label: merged result}`` of every analysis JSON under ``paths`` (parts run separately are merged)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for root in map(Path, paths):
+        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            try:
+                result = read_json(path)
+            except (OSError, ValueError):
+                continue
+            run = result.get("run") if isinstance(result, dict) else None
+            if not isinstance(run, dict) or not ({"hessian", "input_hessian", "perturbation"} & set(result)):
+                continue
+            label = f"{run.get('experiment')}-seed{run.get('seed')}"
+            entry = merged.setdefault(label, {"run": run, "files": []})
+            entry["files"].append(str(path))
+            for part in ("hessian", "input_hessian", "perturbation", "settings"):
+                if part in result:
+                    entry.setdefault(part, result[part])
+    return dict(sorted(merged.items()))
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
+def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
+    """Curvature and accuracy under noise, one row per analysed run (empty string if none)."""
+    if not analyses:
+        return ""
+    kinds: dict[str, list[float]] = {}
+    for entry in analyses.values():
+        for kind, curve in (entry.get("perturbation") or {}).get("curves", {}).items():
+            kinds.setdefault(kind, [level for level in curve["levels"] if level])
+    header = (
+        "| run | checkpoint epoch | clean acc. | λ_max(H) | λ_min(H) | cond. | trace(H) ± s.e. | input-H λ_max (mean) |"
+    )
+    for kind, levels in kinds.items():
+        header += "".join(f" {kind} {level:g} |" for level in levels)
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for label, entry in analyses.items():
+        hessian, inputs = entry.get("hessian") or {}, entry.get("input_hessian") or {}
+        trace = hessian.get("trace") or {}
+        perturbation = entry.get("perturbation") or {}
+        clean = perturbation.get("clean")
+        clean_text = "n/a" if clean is None else format(100 * clean, ".2f")
+        row = (
+            f"| {label} | {entry['run'].get('epoch', 'n/a')} | {clean_text} "
+            f"| {_num(hessian.get('lambda_max'))} | {_num(hessian.get('lambda_min'))} "
+            f"| {_num(hessian.get('condition_number'))} "
+            f"| {_num(trace.get('estimate'))} ± {_num(trace.get('stderr'), 2)} "
+            f"| {_num((inputs.get('lambda_max') or {}).get('mean'))} |"
+        )
+        for kind, levels in kinds.items():
+            curve = perturbation.get("curves", {}).get(kind)
+            for level in levels:
+                if curve is None or level not in curve["levels"]:
+                    row += " n/a |"
+                    continue
+                at = curve["levels"].index(level)
+                row += f" {100 * curve['mean'][at]:.1f} ± {100 * curve['std'][at]:.1f} |"
+        lines.append(row)
+    lines.append("")
+    lines.append(
+        "Hessian of the mean training loss w.r.t. all parameters (see each JSON's settings and definitions); "
+        "cond. = max(|λ_max|, |λ_min|) / min(|λ_max|, |λ_min|) (lipschitz_rnn.analysis); "
+        "accuracies in % as mean ± std over noise draws, at each noise level (columns: kind and level)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def update_markdown(path: Union[str, Path], tables: dict[str, str]) -> str:
+    """The text of ``path`` with each named table replaced between its markers.
+
+    A file without the markers (or no file) gets the tables appended, each between markers,
+    so the prose around them survives later runs of ``lipschitz-rnn report``.
+    """
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    for name, table in tables.items():
+        if not table:
+            continue
+        begin, end = TABLE_BEGIN.format(name=name), TABLE_END.format(name=name)
+        block = f"{begin}\n{table}{end}"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = (text.rstrip("\n") + "\n\n" if text else "") + block + "\n"
+    return text

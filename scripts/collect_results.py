@@ -1,0 +1,45 @@
+"""Copy the small text files of finished runs into ``results/`` (no checkpoints, no plots).
+
+    python scripts/collect_results.py runs results
+    lipschitz-rnn report results --markdown RESULTS-table.md --json results/summary.json
+
+Per run: ``config.toml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``summary.json``,
+``train.log``, ``stability_{start,end}.json`` and the GPU queue's log of its attempts
+(``queue.jsonl``: GPU, jobs sharing it, wall time). Analysis JSON and logs under
+``runs/analysis-*`` are copied as they are.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+RUN_FILES = ("config.toml", "meta.json", "metrics.jsonl", "summary.json", "train.log",
+             "stability_start.json", "stability_end.json")  # fmt: skip
+
+
+def main(source: str, target: str) -> None:
+    source_dir, target_dir = Path(source), Path(target)
+    copied = 0
+    for summary in sorted(source_dir.glob("*/seed*/summary.json")):
+        run = summary.parent
+        out = target_dir / run.relative_to(source_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, out / name)
+        queue_log = run.parent / f"{run.name}.queue.jsonl"
+        if queue_log.is_file():
+            shutil.copy2(queue_log, out / "queue.jsonl")
+        copied += 1
+    for path in sorted(source_dir.glob("analysis-*/**/*")):
+        if path.is_file() and path.suffix in (".json", ".log"):
+            out = target_dir / path.relative_to(source_dir)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, out)
+    print(f"{copied} finished runs copied from {source_dir} to {target_dir}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python scripts/collect_results.py RUNS_DIR RESULTS_DIR")
+    main(*sys.argv[1:])

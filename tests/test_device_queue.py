@@ -1,0 +1,72 @@
+"""scripts/device_queue.py: job specs, and the archives a GPU round sends back."""
+
+import importlib.util
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("device_queue", ROOT / "scripts" / "device_queue.py")
+device_queue = importlib.util.module_from_spec(spec)
+sys.modules["device_queue"] = device_queue  # dataclasses look their module up
+spec.loader.exec_module(device_queue)
+
+
+def test_jobs_from_specs_and_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    listing = tmp_path / "jobs.txt"
+    listing.write_text(
+        "# a comment\nconfigs/smnist/lipschitz_euler_n128.toml:0,2\n\n"
+        "configs/pmnist/lipschitz_euler_n128.toml:1:model.num_layers=2,experiment.name=two_layers  # ours\n"
+    )
+    jobs = device_queue.parse_jobs([f"@{listing}", "configs/smnist/lstm_n128.toml:3"])
+    assert [(job.name, job.seed) for job in jobs] == [
+        ("smnist_lipschitz_euler_n128", 0),
+        ("smnist_lipschitz_euler_n128", 2),
+        ("two_layers", 1),
+        ("smnist_lstm_n128", 3),
+    ]
+    assert jobs[2].overrides == ["model.num_layers=2", "experiment.name=two_layers"]
+    assert jobs[2].run_dir == Path("runs/two_layers/seed1")
+    with pytest.raises(SystemExit, match="no config file"):
+        device_queue.parse_jobs(["configs/nope.toml:0"])
+
+
+def _run(root: Path, name: str, finished: bool, checkpoint_bytes: int = 1000) -> None:
+    run = root / "runs" / name / "seed0"
+    for kind in ("best", "last"):
+        (run / "checkpoints" / kind).mkdir(parents=True)
+        (run / "checkpoints" / kind / "model.safetensors").write_bytes(b"w" * checkpoint_bytes)
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events").write_text("tb")
+    (run / "meta.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("{}\n")
+    if finished:
+        (run / "summary.json").write_text("{}")
+
+
+def _members(path: Path) -> set[str]:
+    with tarfile.open(path) as archive:
+        return {member.name for member in archive.getmembers() if member.isfile()}
+
+
+def test_pack_sends_results_and_the_checkpoints_a_later_round_needs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "done", finished=True)
+    _run(tmp_path, "going", finished=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out, part_bytes=1500)
+    results = _members(out / "runs-results.tgz")
+    assert "runs/done/seed0/summary.json" in results and "runs/going/seed0/metrics.jsonl" in results
+    assert not any("/checkpoints/" in name or "/tensorboard/" in name for name in results)
+    parts = sorted(out.glob("runs-ckpt-*.tgz"))
+    assert len(parts) == 3  # 1,000-byte files in parts of at most 1,500 bytes
+    checkpoints = set().union(*map(_members, parts))
+    assert checkpoints == {
+        "runs/done/seed0/checkpoints/best/model.safetensors",  # finished: best only
+        "runs/going/seed0/checkpoints/best/model.safetensors",  # unfinished: both, to resume
+        "runs/going/seed0/checkpoints/last/model.safetensors",
+    }

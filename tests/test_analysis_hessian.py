@@ -27,18 +27,12 @@ from lipschitz_rnn.analysis import (
     reference_backend,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 STEPS, FEATURES, CLASSES = 5, 2, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def lipschitz_classifier(batch_first=False, seed=0):

@@ -16,17 +16,12 @@ from lipschitz_rnn.analysis import (
     salt_and_pepper,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 STEPS, CLASSES = 12, 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def classifier(seed=0):

@@ -21,17 +21,12 @@ from lipschitz_rnn.analysis import (
 )
 from lipschitz_rnn.data.base import SequenceTask
 
-pytestmark = pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 STEPS, CLASSES = 6, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class ToyTask(SequenceTask):

@@ -5,8 +5,9 @@
 
 Per run: ``config.toml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``summary.json``,
 ``train.log``, ``stability_{start,end}.json`` and the GPU queue's log of its attempts
-(``queue.jsonl``: GPU, jobs sharing it, wall time). Analysis JSON and logs under
-``runs/analysis-*`` are copied as they are.
+(``queue.jsonl``: GPU, jobs sharing it, wall time). Trials of a validation search
+(``runs/search-*``) are left out: ``scripts/val_search.py select`` records them. Analysis
+JSON and logs under ``runs/analysis-*`` are copied as they are.
 """
 
 import shutil
@@ -22,6 +23,8 @@ def main(source: str, target: str) -> None:
     copied = 0
     for summary in sorted(source_dir.glob("*/seed*/summary.json")):
         run = summary.parent
+        if run.parent.name.startswith("search-"):
+            continue  # trials of a validation search: their record is results/search/<spec>.json
         out = target_dir / run.relative_to(source_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:

@@ -9,6 +9,8 @@ given, ``--per-gpu`` at a time on each GPU. A run lives in ``runs/<experiment>/s
 one finished earlier (it has ``summary.json``) is skipped, one with a checkpoint resumes
 (``--resume``), and the run still going at the deadline is killed and resumes next time.
 Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``.
+Two queues may share the GPUs (say a long list beside a search and its follow-up): run them
+with ``--no-pack`` and pack once at the end with ``--pack-only`` and every job list.
 
 Several runs share a GPU well only under MPS: without it, processes on one GPU are
 time-sliced (three concurrent sMNIST runs measured 31 s per epoch each instead of 2.2 s
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (0: all)")
     parser.add_argument("--mps", action="store_true", help="run the jobs under the MPS control daemon")
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    parser.add_argument("--no-pack", action="store_true", help="leave the archives to a later --pack-only")
+    parser.add_argument("--pack-only", action="store_true", help="write status and archives, train nothing")
     args = parser.parse_args()
 
     deadline = time.time() + args.time_limit
@@ -143,6 +147,8 @@ def main() -> None:
     os.environ.setdefault("LIPSCHITZ_RNN_DATA", "data")
     os.environ["PYTHONUNBUFFERED"] = "1"
     jobs = [job for job in parse_jobs(args.jobs) if not (job.run_dir / "summary.json").is_file()]
+    if args.pack_only:
+        jobs = []
     gpus = args.gpus or gpu_count()
     mps, started_mps = start_mps() if (args.per_gpu > 1 and args.mps) else (False, False)
     per_gpu = args.per_gpu if mps else 1
@@ -207,7 +213,8 @@ def main() -> None:
             lines.append(f"unfinished {job.run_dir} {epochs} epochs")
     (out / "status.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    pack(out)
+    if not args.no_pack:
+        pack(out)
 
 
 def pack(out: Path, part_bytes: int = 14 << 20, max_parts: int = 6) -> None:

@@ -165,6 +165,9 @@ def test_gpu_auto_falls_back_with_a_warning_where_the_kernel_cannot_run():
     x = torch.randn(5, 2, 1, device="cuda")
     with pytest.warns(UserWarning, match="falls back from 'triton'.*shared memory"):
         out, _ = rnn(x)
+    from lipschitz_rnn.backends import resolve_backend
+
+    assert resolve_backend("auto", rnn.cells[0], x, None, None).name == "cuda-bptt"
     rnn.backend = "reference"
     torch.testing.assert_close(out, rnn(x)[0])
 

@@ -8,7 +8,10 @@ from lipschitz_rnn.data import TASKS
 from lipschitz_rnn.paper import PAPER
 from lipschitz_rnn.train.config import check_registries, load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
+# experiment configs; configs/searches/ holds validation-search specs (tests/test_val_search.py)
+CONFIGS = sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.toml") if "searches" not in p.parts
+)
 EXPERIMENTS = {path: load_config(path) for path in CONFIGS}
 
 

@@ -1,4 +1,5 @@
-"""The ``cpu`` backend: an ODE cell's whole recurrence as one autograd Function with a hand-written backward.
+"""The ``cpu`` and ``cuda-bptt`` backends: an ODE cell's whole recurrence as one autograd Function
+with a hand-written backward (the same code on CPU and on CUDA tensors).
 
 The reference loop records several autograd nodes per time step, and autograd then does
 one small weight-gradient product per step. Here one :class:`torch.autograd.Function` runs
@@ -27,8 +28,9 @@ a float64 solution as the reference loop's (tested). Derivative: ``1 − tanh² 
 Supported: :class:`~lipschitz_rnn.LipschitzRNNCell` (tanh, any ``alpha``, gated or not) and
 :class:`~lipschitz_rnn.AntisymmetricRNNCell` (plain and gated), every explicit Runge–Kutta
 method of :mod:`lipschitz_rnn.integrators` (euler, midpoint, heun, rk4), ``dt`` and
-``lengths``, float32 and float64, CPU tensors. Everything else is refused by
-:meth:`CPUBackend.unsupported_reason`, so ``backend="auto"`` falls back to ``reference``.
+``lengths``, float32 and float64, CPU tensors (``cpu``) or CUDA tensors (``cuda-bptt``).
+Everything else is refused by :meth:`CPUBackend.unsupported_reason`, so ``backend="auto"``
+falls back to ``reference``.
 
 Equations (row convention, ``h`` is ``(B, N)``; one field covers both cells):
 
@@ -389,13 +391,17 @@ def _step_sizes(
 
 
 class CPUBackend:
-    """Lipschitz and AntisymmetricRNN recurrences on CPU with a fused, hand-written backward.
+    """Lipschitz and AntisymmetricRNN recurrences with a fused, hand-written backward.
 
-    See the module docstring for the equations and the limitations.
+    See the module docstring for the equations and the limitations. Registered twice: as
+    ``cpu`` for CPU tensors and as ``cuda-bptt`` for CUDA tensors, where it serves the
+    sizes and cells the Triton kernels refuse (N > 128, the gated Lipschitz cell, RK4):
+    a few kernels per step instead of the reference loop's autograd graph.
     """
 
-    name = "cpu"
-    device_type = "cpu"
+    def __init__(self, name: str = "cpu", device_type: str = "cpu") -> None:
+        self.name = name
+        self.device_type = device_type
 
     def handles(self, cell) -> bool:
         return isinstance(cell, _supported_cells())
@@ -409,8 +415,8 @@ class CPUBackend:
         overridden = [m for m in _CELL_METHODS if getattr(type(cell), m) is not getattr(kind, m)]
         if overridden:
             return f"{type(cell).__name__} overrides {', '.join(overridden)}"
-        if x.device.type != "cpu":
-            return f"the input is on {x.device.type}; this backend runs on CPU tensors"
+        if x.device.type != self.device_type:
+            return f"the input is on {x.device.type}; this backend runs on {self.device_type} tensors"
         if x.dtype not in (torch.float32, torch.float64):
             return f"dtype {x.dtype} (float32 and float64 only)"
         if getattr(cell, "nonlinearity", "tanh") != "tanh":
@@ -437,3 +443,6 @@ class CPUBackend:
 
 BACKENDS.add("cpu", CPUBackend())
 AUTO_ORDER.append("cpu")
+# The same Function on CUDA tensors, after "triton" in the auto order (fused_triton inserts itself first).
+BACKENDS.add("cuda-bptt", CPUBackend("cuda-bptt", "cuda"))
+AUTO_ORDER.append("cuda-bptt")

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One GPU round of issue 5 on every GPU of one machine, in one device call (<= 10 minutes):
+#
+#   OUT=out LIMIT=520 LONG=scripts/round4_jobs.txt SEARCHES="configs/searches/*.toml" \
+#       bash scripts/device_round.sh
+#
+# 1. the GPU tests of the cuda-bptt backend and a wide-state benchmark (before any training,
+#    so the timings are not shared);
+# 2. under one MPS daemon, two queues side by side, two runs per GPU each:
+#    the LONG job list, and the validation searches (trials, then `val_search.py select`,
+#    then the final runs with the chosen settings);
+# 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz).
+# Runs killed at the deadline resume on the next round (carry runs/); a search whose trials
+# are not all finished selects nothing this round.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}
+LIMIT=${LIMIT:-520}
+SEARCHES=${SEARCHES:-}
+LONG=${LONG:-}
+start=$(date +%s)
+mkdir -p "$OUT" runs
+export PYTHONPATH=src LIPSCHITZ_RNN_DATA=data PYTHONUNBUFFERED=1
+nvidia-smi -L > "$OUT/gpus.txt" 2>&1
+
+CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py --sizes 1024x150 256x784 --models lipschitz_euler \
+    --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
+CUDA_VISIBLE_DEVICES=1 python -m pytest -q -p no:cacheprovider -m gpu tests/test_backend_cuda_bptt.py \
+    tests/test_backend_triton.py -k "bptt or falls_back" > "$OUT/gpu-tests.log" 2>&1 &
+wait
+
+export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+nvidia-cuda-mps-control -d
+left() { echo $((LIMIT - ($(date +%s) - start))); }
+
+lists=()
+if [ -n "$LONG" ]; then
+    lists+=("@$LONG")
+    python scripts/device_queue.py --time-limit "$(left)" --per-gpu 2 --mps --no-pack "@$LONG" \
+        > "$OUT/queue-long.log" 2>&1 &
+fi
+if [ -n "$SEARCHES" ]; then
+    # shellcheck disable=SC2086  # SEARCHES is a list of spec paths
+    python scripts/val_search.py jobs $SEARCHES > runs/search-jobs.txt
+    : > runs/final-jobs.txt
+    lists+=("@runs/search-jobs.txt" "@runs/final-jobs.txt")
+    (
+        python scripts/device_queue.py --time-limit "$(left)" --per-gpu 2 --mps --no-pack @runs/search-jobs.txt
+        for spec in $SEARCHES; do  # one spec at a time: an unfinished search does not block the others
+            python scripts/val_search.py select "$spec" --runs runs --record runs/search-records >> runs/final-jobs.txt
+        done
+        cat runs/final-jobs.txt
+        python scripts/device_queue.py --time-limit "$(left)" --per-gpu 2 --mps --no-pack @runs/final-jobs.txt
+    ) > "$OUT/queue-search.log" 2>&1 &
+fi
+wait
+echo quit | nvidia-cuda-mps-control
+python scripts/device_queue.py --pack-only "${lists[@]}" > "$OUT/pack.log" 2>&1
+echo "round took $(( $(date +%s) - start )) s"

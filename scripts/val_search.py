@@ -1,0 +1,172 @@
+"""A small grid search on the validation split, for the settings the paper does not give.
+
+    python scripts/val_search.py jobs configs/search/antisymmetric_smnist.toml > search.txt
+    python scripts/device_queue.py @search.txt                 # the trials, on every GPU
+    python scripts/val_search.py select configs/search/antisymmetric_smnist.toml \\
+        --runs runs --record results/search > final.txt         # the choice, and the final jobs
+    python scripts/device_queue.py @final.txt
+
+A spec (``configs/search/*.toml``) names a base config, the overrides every trial shares (a
+short budget, ``train.epochs``), a ``[grid]`` of ``"key" = [values]`` and the configs the
+choice is ``[apply]``-ed to. Every combination of the grid is one trial, a run named
+``search-<spec>-<key><value>-...`` (``collect_results.py`` leaves these out of the table).
+
+``select`` ranks the trials by their best **validation** metric (test numbers are not read),
+in the direction the run's summary gives (accuracy up, bits per character down); ties go to
+the earlier trial in grid order. It writes ``<record>/<spec>.json`` with every trial's
+overrides, validation curve and timing and the choice, and prints one device-queue job per
+``apply`` config: that config with the chosen values as overrides. A missing or unfinished
+trial is an error unless ``--partial`` is given, which then ranks the finished ones and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+def load_spec(path: str) -> dict:
+    with open(path, "rb") as handle:
+        spec = tomllib.load(handle)
+    for section in ("search", "grid", "apply"):
+        if section not in spec:
+            sys.exit(f"val_search: {path} has no [{section}] section")
+    search = spec["search"]
+    for key in ("name", "base"):
+        if key not in search:
+            sys.exit(f"val_search: {path}: [search] needs {key!r}")
+    if not Path(search["base"]).is_file():
+        sys.exit(f"val_search: {path}: base config {search['base']!r} does not exist")
+    for key, values in spec["grid"].items():
+        if not isinstance(values, list) or not values:
+            sys.exit(f"val_search: {path}: grid entry {key!r} must be a non-empty list")
+        if any("," in str(v) or ":" in str(v) for v in values):
+            sys.exit(f"val_search: {path}: grid values of {key!r} may not contain ',' or ':' (job syntax)")
+    for config in spec["apply"].get("configs", []):
+        if not Path(config).is_file():
+            sys.exit(f"val_search: {path}: apply config {config!r} does not exist")
+    return spec
+
+
+def trials(spec: dict) -> list[dict]:
+    """Every grid combination, in grid order: ``{"name", "overrides"}``."""
+    keys = list(spec["grid"])
+    out = []
+    for values in itertools.product(*(spec["grid"][k] for k in keys)):
+        label = "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in zip(keys, values))
+        overrides = [f"{k}={v}" for k, v in zip(keys, values)]
+        out.append({"name": f"search-{spec['search']['name']}-{label}", "overrides": overrides})
+    return out
+
+
+def trial_jobs(spec: dict) -> list[str]:
+    search = spec["search"]
+    shared = list(search.get("overrides", []))
+    seed = int(search.get("seed", 0))
+    return [
+        f"{search['base']}:{seed}:{','.join([*shared, *t['overrides'], 'experiment.name=' + t['name']])}"
+        for t in trials(spec)
+    ]
+
+
+def _read_trial(run_dir: Path) -> dict | None:
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") == "diverged":  # ranked last: a setting that diverges is not chosen
+        return {"status": "diverged", "val_best": None, "message": summary.get("message")}
+    curve = []
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            record = json.loads(line)
+            if isinstance(record.get("val"), dict) and summary["metric"] in record["val"]:
+                curve.append(record["val"][summary["metric"]])
+    return {
+        "status": summary.get("status", "completed"),
+        "val_best": summary["val_best"],
+        "best_epoch": summary["best_epoch"],
+        "epochs": summary["epochs"],
+        "metric": summary["metric"],
+        "higher_is_better": summary["higher_is_better"],
+        "time_per_epoch_s": summary.get("time_per_epoch_s"),
+        "val_curve": curve,
+    }
+
+
+def select(spec: dict, runs: Path, partial: bool = False) -> dict:
+    """The record of a finished search: every trial and the chosen one (best validation metric)."""
+    seed = int(spec["search"].get("seed", 0))
+    results, missing = [], []
+    for trial in trials(spec):
+        found = _read_trial(runs / trial["name"] / f"seed{seed}")
+        if found is None:
+            missing.append(trial["name"])
+        else:
+            results.append({**trial, **found})
+    if missing and not partial:
+        sys.exit(f"val_search: unfinished trials (use --partial to rank the rest): {', '.join(missing)}")
+    if not results:
+        sys.exit(f"val_search: no finished trial of {spec['search']['name']!r} under {runs}")
+    ranked = [r for r in results if r["val_best"] is not None]
+    if not ranked:
+        sys.exit(f"val_search: every finished trial of {spec['search']['name']!r} diverged")
+    higher = ranked[0]["higher_is_better"]
+    best = max(ranked, key=lambda r: r["val_best"]) if higher else min(ranked, key=lambda r: r["val_best"])
+    return {
+        "search": spec["search"],
+        "grid": spec["grid"],
+        "apply": spec["apply"],
+        "selected_by": f"best validation {ranked[0]['metric']} ({'higher' if higher else 'lower'} is better); "
+        "test metrics are not read",
+        "trials": results,
+        "missing": missing,
+        "chosen": {"name": best["name"], "overrides": best["overrides"], "val_best": best["val_best"]},
+    }
+
+
+def final_jobs(record: dict) -> list[str]:
+    apply = record["apply"]
+    seeds = ",".join(str(s) for s in apply.get("seeds", [0]))
+    overrides = ",".join(record["chosen"]["overrides"])
+    return [f"{config}:{seeds}:{overrides}" for config in apply.get("configs", [])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    jobs_parser = sub.add_parser("jobs", help="print the trials as device-queue jobs")
+    jobs_parser.add_argument("specs", nargs="+")
+    select_parser = sub.add_parser("select", help="record the choice and print the final jobs")
+    select_parser.add_argument("specs", nargs="+")
+    select_parser.add_argument("--runs", default="runs")
+    select_parser.add_argument("--record", default="results/search", help="folder for <spec>.json")
+    select_parser.add_argument("--partial", action="store_true", help="rank the finished trials if some are missing")
+    args = parser.parse_args(argv)
+    for path in args.specs:
+        spec = load_spec(path)
+        if args.command == "jobs":
+            print("\n".join(trial_jobs(spec)))
+            continue
+        record = select(spec, Path(args.runs), partial=args.partial)
+        record["spec"] = path
+        out = Path(args.record)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{spec['search']['name']}.json").write_text(json.dumps(record, indent=2) + "\n")
+        chosen = record["chosen"]
+        note = f" ({len(record['missing'])} trials missing)" if record["missing"] else ""
+        print(f"# {spec['search']['name']}: chose {' '.join(chosen['overrides'])} (val {chosen['val_best']}){note}")
+        print("\n".join(final_jobs(record)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""scripts/val_search.py: trials from a spec, and the choice made on validation only."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lipschitz_rnn.train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("val_search", ROOT / "scripts" / "val_search.py")
+val_search = importlib.util.module_from_spec(spec)
+sys.modules["val_search"] = val_search
+spec.loader.exec_module(val_search)
+SPECS = sorted((ROOT / "configs" / "searches").glob("*.toml"))
+
+
+def _spec(tmp_path, grid='"model.eps" = [0.01, 0.1]\n"train.lr" = [0.001, 0.003]\n'):
+    path = tmp_path / "spec.toml"
+    path.write_text(
+        '[search]\nname = "toy"\nbase = "configs/smnist/antisymmetric_n128.toml"\nseed = 0\n'
+        'overrides = ["train.epochs=10"]\n[grid]\n' + grid + "[apply]\n"
+        'configs = ["configs/smnist/antisymmetric_n128.toml", "configs/pmnist/antisymmetric_n128.toml"]\n'
+        "seeds = [0, 1]\n"
+    )
+    return str(path)
+
+
+def _finish(runs, name, val_best, test, higher=True, status="completed"):
+    run = runs / name / "seed0"
+    run.mkdir(parents=True)
+    summary = {"status": status, "val_best": val_best, "best_epoch": 3, "epochs": 10, "test_best_val": test,
+               "metric": "accuracy", "higher_is_better": higher, "time_per_epoch_s": 2.0}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val": {"accuracy": val_best}}) + "\n")
+
+
+def test_trials_cover_the_grid_in_order_as_queue_jobs(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    jobs = val_search.trial_jobs(val_search.load_spec(_spec(tmp_path)))
+    assert jobs == [
+        "configs/smnist/antisymmetric_n128.toml:0:train.epochs=10,model.eps=0.01,train.lr=0.001,"
+        "experiment.name=search-toy-eps0.01-lr0.001",
+        "configs/smnist/antisymmetric_n128.toml:0:train.epochs=10,model.eps=0.01,train.lr=0.003,"
+        "experiment.name=search-toy-eps0.01-lr0.003",
+        "configs/smnist/antisymmetric_n128.toml:0:train.epochs=10,model.eps=0.1,train.lr=0.001,"
+        "experiment.name=search-toy-eps0.1-lr0.001",
+        "configs/smnist/antisymmetric_n128.toml:0:train.epochs=10,model.eps=0.1,train.lr=0.003,"
+        "experiment.name=search-toy-eps0.1-lr0.003",
+    ]
+
+
+def test_select_ranks_by_validation_never_test_and_prints_the_final_jobs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    # the best test number belongs to a trial with a worse validation number: it must not win
+    _finish(runs, "search-toy-eps0.01-lr0.001", 90.0, 99.0)
+    _finish(runs, "search-toy-eps0.01-lr0.003", 95.5, 80.0)
+    _finish(runs, "search-toy-eps0.1-lr0.001", 95.5, 85.0)  # a tie: the earlier trial wins
+    _finish(runs, "search-toy-eps0.1-lr0.003", None, None, status="diverged")
+    val_search.main(["select", _spec(tmp_path), "--runs", str(runs), "--record", str(tmp_path / "rec")])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("# toy: chose model.eps=0.01 train.lr=0.003 (val 95.5)")
+    assert printed[1:] == [
+        "configs/smnist/antisymmetric_n128.toml:0,1:model.eps=0.01,train.lr=0.003",
+        "configs/pmnist/antisymmetric_n128.toml:0,1:model.eps=0.01,train.lr=0.003",
+    ]
+    record = json.loads((tmp_path / "rec" / "toy.json").read_text())
+    assert record["chosen"]["name"] == "search-toy-eps0.01-lr0.003"
+    assert [t["status"] for t in record["trials"]] == ["completed"] * 3 + ["diverged"]
+    assert record["trials"][1]["val_curve"] == [95.5]
+    assert "test" not in json.dumps(record["trials"])  # the record holds no test numbers
+
+
+def test_lower_is_better_and_missing_trials(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = val_search.load_spec(_spec(tmp_path, grid='"model.eps" = [0.01, 0.1, 1.0]\n'))
+    runs = tmp_path / "runs"
+    _finish(runs, "search-toy-eps0.01", 1.60, 1.5, higher=False)
+    _finish(runs, "search-toy-eps0.1", 1.45, 1.7, higher=False)
+    with pytest.raises(SystemExit, match="unfinished trials.*search-toy-eps1.0"):
+        val_search.select(spec, runs)
+    record = val_search.select(spec, runs, partial=True)
+    assert record["chosen"]["overrides"] == ["model.eps=0.1"] and record["missing"] == ["search-toy-eps1.0"]
+
+
+def test_bad_specs_are_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match="must be a non-empty list"):
+        val_search.load_spec(_spec(tmp_path, grid='"model.eps" = 0.1\n'))
+    with pytest.raises(SystemExit, match="may not contain"):
+        val_search.load_spec(_spec(tmp_path, grid='"train.lr_milestones" = ["[60,90]"]\n'))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_committed_specs_give_valid_trial_and_final_configs(path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = val_search.load_spec(str(path))
+    jobs = val_search.trial_jobs(spec)
+    assert len(jobs) >= 2
+    for job in jobs:
+        config, _seed, overrides = job.split(":")
+        cfg = load_config(config, overrides.split(","))
+        assert cfg.experiment.name.startswith("search-") and cfg.train.epochs < 100
+    for config in spec["apply"]["configs"]:  # every grid value is a valid override of every target
+        for trial in val_search.trials(spec):
+            load_config(config, trial["overrides"])

@@ -9,7 +9,7 @@
 # 2. under one MPS daemon, two queues side by side, two runs per GPU each:
 #    the LONG job list, and the validation searches (trials, then `val_search.py select`,
 #    then the final runs with the chosen settings);
-# 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz).
+# 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
 # Runs killed at the deadline resume on the next round (carry runs/); a search whose trials
 # are not all finished selects nothing this round.
 set -uo pipefail
@@ -57,4 +57,6 @@ fi
 wait
 echo quit | nvidia-cuda-mps-control
 python scripts/device_queue.py --pack-only "${lists[@]}" > "$OUT/pack.log" 2>&1
-echo "round took $(( $(date +%s) - start )) s"
+echo "round took $(( $(date +%s) - start )) s" | tee "$OUT/took.txt"
+# the device returns at most 8 files: the logs and JSON travel as one archive
+(cd "$OUT" && tar czf logs.tgz --remove-files ./*.log ./*.txt ./*.json)

@@ -11,7 +11,9 @@
 #    then the final runs with the chosen settings);
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
 # Runs killed at the deadline resume on the next round (carry runs/); a search whose trials
-# are not all finished selects nothing this round.
+# are not all finished selects nothing this round. RECORD_ONLY names specs whose trials are in
+# the LONG list: their choice is recorded at the end. BENCH=0 skips the benchmark, GPU_TESTS
+# replaces the test selection.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -23,10 +25,13 @@ mkdir -p "$OUT" runs
 export PYTHONPATH=src LIPSCHITZ_RNN_DATA=data PYTHONUNBUFFERED=1
 nvidia-smi -L > "$OUT/gpus.txt" 2>&1
 
-CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py --sizes 1024x150 256x784 --models lipschitz_euler \
-    --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
-CUDA_VISIBLE_DEVICES=1 python -m pytest -q -p no:cacheprovider -m gpu tests/test_backend_cuda_bptt.py \
-    tests/test_backend_triton.py -k "bptt or falls_back" > "$OUT/gpu-tests.log" 2>&1 &
+(nproc; cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > "$OUT/cpus.txt" 2>&1
+if [ "${BENCH:-1}" = 1 ]; then
+    CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py --sizes 1024x150 256x784 --models lipschitz_euler \
+        --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
+fi
+CUDA_VISIBLE_DEVICES=1 python -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py \
+    tests/test_backend_triton.py -k "bptt or falls_back"} > "$OUT/gpu-tests.log" 2>&1 &
 wait
 
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
@@ -56,6 +61,10 @@ if [ -n "$SEARCHES" ]; then
 fi
 wait
 echo quit | nvidia-cuda-mps-control
+# searches whose trials ran in the LONG list: record the choice (their final runs are a later round's)
+for spec in ${RECORD_ONLY:-}; do
+    python scripts/val_search.py select "$spec" --runs runs --record runs/search-records >> "$OUT/record-only.txt" 2>&1
+done
 python scripts/device_queue.py --pack-only "${lists[@]}" > "$OUT/pack.log" 2>&1
 echo "round took $(( $(date +%s) - start )) s" | tee "$OUT/took.txt"
 # the device returns at most 8 files: the logs and JSON travel as one archive

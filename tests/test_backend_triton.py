@@ -160,7 +160,10 @@ def test_gpu_batch_of_one_and_long_sequence():
 
 
 @pytest.mark.gpu
-def test_gpu_auto_falls_back_with_a_warning_where_the_kernel_cannot_run():
+def test_gpu_auto_falls_back_with_a_warning_where_the_kernel_cannot_run(monkeypatch):
+    from lipschitz_rnn import backends
+
+    monkeypatch.setattr(backends, "_warned", set())  # auto warns once per reason and process
     rnn = lr.LipschitzRNN(1, 256, device="cuda")
     x = torch.randn(5, 2, 1, device="cuda")
     with pytest.warns(UserWarning, match="falls back from 'triton'.*shared memory"):

@@ -42,7 +42,7 @@ left() { echo $((LIMIT - ($(date +%s) - start))); }
 lists=()
 if [ -n "$LONG" ]; then
     lists+=("@$LONG")
-    python scripts/device_queue.py --time-limit "$(left)" --per-gpu 2 --mps --no-pack "@$LONG" \
+    python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${PER_GPU:-2}" --mps --no-pack "@$LONG" \
         > "$OUT/queue-long.log" 2>&1 &
 fi
 if [ -n "$SEARCHES" ]; then

@@ -30,7 +30,7 @@ if [ "${BENCH:-1}" = 1 ]; then
     CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py --sizes 1024x150 256x784 --models lipschitz_euler \
         --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
 fi
-CUDA_VISIBLE_DEVICES=1 python -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py \
+CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) python -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py \
     tests/test_backend_triton.py -k "bptt or falls_back"} > "$OUT/gpu-tests.log" 2>&1 &
 wait
 

@@ -51,7 +51,7 @@ if [ -n "$SEARCHES" ]; then
     : > runs/final-jobs.txt
     lists+=("@runs/search-jobs.txt" "@runs/final-jobs.txt")
     (
-        python scripts/device_queue.py --time-limit "$(left)" --per-gpu 2 --mps --no-pack @runs/search-jobs.txt
+        python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${SEARCH_PER_GPU:-2}" --mps --no-pack @runs/search-jobs.txt
         for spec in $SEARCHES; do  # one spec at a time: an unfinished search does not block the others
             python scripts/val_search.py select "$spec" --runs runs --record runs/search-records >> runs/final-jobs.txt
         done

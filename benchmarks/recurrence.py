@@ -268,13 +268,16 @@ def device_slug(device: torch.device) -> str:
 
 
 def git_commit() -> Optional[str]:
+    exported = os.environ.get("LIPSCHITZ_RNN_GIT_COMMIT", "").strip()
+    if exported:  # as in the harness: a stale .git copied with an exported tree would mislead
+        return exported
     try:
         root = Path(__file__).resolve().parent.parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):  # an exported copy may name its commit
-        return os.environ.get("LIPSCHITZ_RNN_GIT_COMMIT") or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def metadata(args, device: torch.device) -> dict:

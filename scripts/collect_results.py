@@ -6,8 +6,10 @@
 Per run: ``config.toml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``summary.json``,
 ``train.log``, ``stability_{start,end}.json`` and the GPU queue's log of its attempts
 (``queue.jsonl``: GPU, jobs sharing it, wall time). Trials of a validation search
-(``runs/search-*``) are left out: ``scripts/val_search.py select`` records them. Analysis
-JSON and logs under ``runs/analysis-*`` are copied as they are.
+(``runs/search-*``) go to ``results/search/trials/`` beside the search records
+(``runs/search-records/*.json``, written by ``scripts/val_search.py select``), and the report
+lists them in its searches table, not as rows. Analysis JSON and logs under ``runs/analysis-*``
+are copied as they are.
 """
 
 import shutil
@@ -23,9 +25,10 @@ def main(source: str, target: str) -> None:
     copied = 0
     for summary in sorted(source_dir.glob("*/seed*/summary.json")):
         run = summary.parent
-        if run.parent.name.startswith("search-"):
-            continue  # trials of a validation search: their record is results/search/<spec>.json
-        out = target_dir / run.relative_to(source_dir)
+        if run.parent.name.startswith("search-"):  # a validation-search trial: beside its search's record
+            out = target_dir / "search" / "trials" / run.relative_to(source_dir)
+        else:
+            out = target_dir / run.relative_to(source_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             if (run / name).is_file():
@@ -34,6 +37,9 @@ def main(source: str, target: str) -> None:
         if queue_log.is_file():
             shutil.copy2(queue_log, out / "queue.jsonl")
         copied += 1
+    for record in sorted(source_dir.glob("search-records/*.json")):
+        (target_dir / "search").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(record, target_dir / "search" / record.name)
     for path in sorted(source_dir.glob("analysis-*/**/*")):
         if path.is_file() and path.suffix in (".json", ".log"):
             out = target_dir / path.relative_to(source_dir)

@@ -133,3 +133,34 @@ def test_report_tabulates_analyses_merged_across_parts(runs, tmp_path, capsys):
     )
     assert "| 7 | 99.00 | 8 | -0.5 | 16 | 80 ± 7.5 |" in row and "| 90.0 ± 1.0 |" in row
     assert "<!-- begin: robustness" in (tmp_path / "R.md").read_text()
+
+
+def test_search_trials_are_a_table_of_their_own_not_rows(runs, tmp_path, capsys):
+    trial = "search-toy-eps0.1"
+    fake_run(runs / trial / "seed0", trial, 0, test_best=12.0, test_last=11.0)
+    record = {
+        "search": {"name": "toy", "base": "configs/smnist/antisymmetric_n128.toml", "overrides": ["train.epochs=10"]},
+        "trials": [
+            {"name": "search-toy-eps0.01", "overrides": ["model.eps=0.01"], "status": "completed",
+             "val_best": 83.55, "best_epoch": 10, "metric": "accuracy", "time_per_epoch_s": 2.5},
+            {"name": trial, "overrides": ["model.eps=0.1"], "status": "completed",
+             "val_best": 92.1, "best_epoch": 9, "metric": "accuracy", "time_per_epoch_s": 2.5},
+            {"name": "search-toy-eps1.0", "overrides": ["model.eps=1.0"], "status": "diverged", "val_best": None},
+        ],
+        "missing": ["search-toy-eps10"],
+        "chosen": {"name": trial, "overrides": ["model.eps=0.1"], "val_best": 92.1},
+    }  # fmt: skip
+    (runs / "toy.json").write_text(json.dumps(record))
+    assert main(["report", str(runs), "--markdown", str(tmp_path / "R.md"), "--json", str(tmp_path / "s.json")]) == 0
+    experiments = [r["experiment"] for r in json.loads((tmp_path / "s.json").read_text())]
+    assert trial not in experiments and "smnist_mine" in experiments
+    text = (tmp_path / "R.md").read_text()
+    searches = text.split("<!-- begin: searches")[1]
+    assert (
+        "| toy | `configs/smnist/antisymmetric_n128.toml` | `train.epochs=10` | `model.eps=0.1` | 92.1 accuracy | 9"
+        in (searches)
+    )
+    assert "`model.eps=0.1` | 92.1 accuracy | 9 | 2.5 | **yes** |" in searches
+    assert "`model.eps=1.0` | diverged | — |" in searches
+    assert "search-toy-eps10 | not finished" in searches
+    assert "12.0" not in searches  # the trial's test number is not shown

@@ -140,21 +140,32 @@ def _eval(args) -> int:
 
 def _report(args) -> int:
     from .train.checkpoint import atomic_write_json, atomic_write_text
-    from .train.report import find_analyses, markdown_table, robustness_table, summarize, update_markdown
+    from .train.report import (
+        find_analyses,
+        find_searches,
+        markdown_table,
+        robustness_table,
+        search_table,
+        summarize,
+        update_markdown,
+    )
 
     notes: list[str] = []
     records = summarize(args.dirs, notes)
     table = markdown_table(records)
     robustness = robustness_table(find_analyses(args.dirs))
+    searches = search_table(find_searches(args.dirs))
     print(table, end="")
-    if robustness:
-        print("\n" + robustness, end="")
+    for extra in (robustness, searches):
+        if extra:
+            print("\n" + extra, end="")
     for note in notes:
         print(note, file=sys.stderr)
     if not records:
         print("no run directories found under: " + ", ".join(args.dirs), file=sys.stderr)
     if args.markdown:  # the tables between their markers; the prose around them is kept
-        atomic_write_text(args.markdown, update_markdown(args.markdown, {"results": table, "robustness": robustness}))
+        tables = {"results": table, "robustness": robustness, "searches": searches}
+        atomic_write_text(args.markdown, update_markdown(args.markdown, tables))
     if args.json:
         atomic_write_json(args.json, records)
     return 0

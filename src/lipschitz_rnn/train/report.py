@@ -22,7 +22,10 @@ from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
 from .config import load_config
 
-__all__ = ["find_runs", "markdown_table", "summarize"]
+__all__ = ["find_runs", "find_searches", "markdown_table", "search_table", "summarize"]
+
+#: experiment names of validation-search trials (``scripts/val_search.py``): not rows of the table
+SEARCH_PREFIX = "search-"
 
 #: the keys every record of ``summary.json`` has (more may follow)
 RECORD_KEYS = (
@@ -92,6 +95,8 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         loaded = _load(run)
+        if loaded["cfg"].experiment.name.startswith(SEARCH_PREFIX):
+            continue  # a trial of a validation search: reported by search_table, not as a row
         groups.setdefault(loaded["cfg"].experiment.name, []).append(loaded)
 
     records = []
@@ -277,6 +282,56 @@ def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
         "Hessian of the mean training loss w.r.t. all parameters (see each JSON's settings and definitions); "
         "cond. = max(|λ_max|, |λ_min|) / min(|λ_max|, |λ_min|) (lipschitz_rnn.analysis); "
         "accuracies in % as mean ± std over noise draws, at each noise level (columns: kind and level)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+# -- the validation searches (``scripts/val_search.py select`` records) ----------------------------
+
+
+def find_searches(paths: Iterable[Union[str, Path]]) -> dict[str, dict[str, Any]]:
+    """``{search name: record}`` of every search record (JSON with ``search``, ``trials``, ``chosen``)."""
+    found: dict[str, dict[str, Any]] = {}
+    for root in map(Path, paths):
+        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            try:
+                record = read_json(path)
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and {"search", "trials", "chosen"} <= set(record):
+                found[record["search"]["name"]] = record
+    return dict(sorted(found.items()))
+
+
+def search_table(searches: dict[str, dict[str, Any]]) -> str:
+    """One row per trial: its settings, best validation metric and epoch; the chosen trial in bold."""
+    if not searches:
+        return ""
+    lines = [
+        "| search | base config | every trial | trial | val metric (best) | at epoch | s/epoch | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, record in searches.items():
+        search, chosen = record["search"], record["chosen"]["name"]
+        shared = " ".join(search.get("overrides", [])) or "—"
+        for trial in record["trials"]:
+            value = trial.get("val_best")
+            metric = trial.get("metric", "")
+            shown = "diverged" if trial.get("status") == "diverged" else f"{value:.4g} {metric}"
+            settings = " ".join(trial["overrides"])
+            mark = "**yes**" if trial["name"] == chosen else ""
+            per_epoch = trial.get("time_per_epoch_s")
+            lines.append(
+                f"| {name} | `{search['base']}` | `{shared}` | `{settings}` | {shown} "
+                f"| {trial.get('best_epoch', '—') if value is not None else '—'} "
+                f"| {'—' if per_epoch is None else format(per_epoch, '.1f')} | {mark} |"
+            )
+        for missing in record.get("missing", []):
+            lines.append(f"| {name} | `{search['base']}` | `{shared}` | {missing} | not finished | — | — | |")
+    lines.append("")
+    lines.append(
+        "Trials ranked by their best validation metric only (test numbers are not read); "
+        "each search's spec is configs/searches/<search>.toml and its record results/search/<search>.json."
     )
     return "\n".join(lines) + "\n"
 

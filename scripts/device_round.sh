@@ -68,4 +68,5 @@ done
 python scripts/device_queue.py --pack-only "${lists[@]}" > "$OUT/pack.log" 2>&1
 echo "round took $(( $(date +%s) - start )) s" | tee "$OUT/took.txt"
 # the device returns at most 8 files: the logs and JSON travel as one archive
-(cd "$OUT" && tar czf logs.tgz --remove-files ./*.log ./*.txt ./*.json)
+(cd "$OUT" && find . -maxdepth 1 -type f \( -name '*.log' -o -name '*.txt' -o -name '*.json' \) -print0 |
+    tar czf logs.tgz --remove-files --null -T -)

@@ -70,3 +70,24 @@ def test_pack_sends_results_and_the_checkpoints_a_later_round_needs(tmp_path, mo
         "runs/going/seed0/checkpoints/best/model.safetensors",  # unfinished: both, to resume
         "runs/going/seed0/checkpoints/last/model.safetensors",
     }
+
+
+def test_pack_only_trains_nothing_and_reports_every_list(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    config = configs / "toy.toml"
+    config.write_text('[experiment]\nname = "done"\n')
+    _run(tmp_path, "done", finished=True)
+    _run(tmp_path, "going", finished=False)
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text(f"{config}:0:experiment.name=going\n")
+    monkeypatch.setattr(device_queue, "ROOT", tmp_path)
+    monkeypatch.setattr(device_queue, "gpu_count", lambda: 1)
+    monkeypatch.setattr(device_queue.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    out = tmp_path / "out"
+    argv = ["device_queue.py", "--pack-only", "--out", str(out), f"{config}:0", f"@{jobs}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    device_queue.main()
+    assert (out / "status.txt").read_text() == "done runs/done/seed0\nunfinished runs/going/seed0 1 epochs\n"
+    assert "runs/done/seed0/summary.json" in _members(out / "runs-results.tgz")

@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from lipschitz_rnn.train.report import SEARCH_PREFIX
+
 RUN_FILES = ("config.toml", "meta.json", "metrics.jsonl", "summary.json", "train.log",
              "stability_start.json", "stability_end.json")  # fmt: skip
 
@@ -25,7 +27,7 @@ def main(source: str, target: str) -> None:
     copied = 0
     for summary in sorted(source_dir.glob("*/seed*/summary.json")):
         run = summary.parent
-        if run.parent.name.startswith("search-"):  # a validation-search trial: beside its search's record
+        if run.parent.name.startswith(SEARCH_PREFIX):  # a validation-search trial: beside its search's record
             out = target_dir / "search" / "trials" / run.relative_to(source_dir)
         else:
             out = target_dir / run.relative_to(source_dir)

@@ -197,7 +197,7 @@ def main() -> None:
     # OpenMP thread per core oversubscribe the CPU, and every small CPU op then waits on a barrier
     # (measured: 384 ms per pMNIST step instead of 5.5 with 15 runs on 64 cores).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, min(4, (os.cpu_count() or 1) // (gpus * per_gpu)))))
-    threads = [threading.Thread(target=worker, args=(g,)) for g in range(gpus) for _ in range(per_gpu)]
+    threads = [threading.Thread(target=worker, args=(g,)) for g in range(gpus) for _ in range(per_gpu) if jobs]
     for thread in threads:
         thread.start()
         time.sleep(2)  # staggered starts: data loading and Triton compilation overlap less

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One GPU round of issue 5 on every GPU of one machine, in one device call (<= 10 minutes):
 #
-#   OUT=out LIMIT=520 LONG=scripts/round4_jobs.txt SEARCHES="configs/searches/*.toml" \
+#   OUT=out LIMIT=540 LONG=scripts/round5_jobs.txt SEARCHES="configs/searches/antisymmetric_smnist.toml" \
 #       bash scripts/device_round.sh
 #
 # 1. the GPU tests of the cuda-bptt backend and a wide-state benchmark (before any training,
 #    so the timings are not shared);
-# 2. under one MPS daemon, two queues side by side, two runs per GPU each:
+# 2. under one MPS daemon, two queues side by side (PER_GPU and SEARCH_PER_GPU runs per GPU, 2 each):
 #    the LONG job list, and the validation searches (trials, then `val_search.py select`,
 #    then the final runs with the chosen settings);
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
@@ -56,7 +56,8 @@ if [ -n "$SEARCHES" ]; then
             python scripts/val_search.py select "$spec" --runs runs --record runs/search-records >> runs/final-jobs.txt
         done
         cat runs/final-jobs.txt
-        python scripts/device_queue.py --time-limit "$(left)" --per-gpu 2 --mps --no-pack @runs/final-jobs.txt
+        python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${SEARCH_PER_GPU:-2}" --mps --no-pack \
+            @runs/final-jobs.txt
     ) > "$OUT/queue-search.log" 2>&1 &
 fi
 wait

@@ -6,10 +6,11 @@
         --runs runs --record results/search > final.txt         # the choice, and the final jobs
     python scripts/device_queue.py @final.txt
 
-A spec (``configs/search/*.toml``) names a base config, the overrides every trial shares (a
+A spec (``configs/searches/*.toml``) names a base config, the overrides every trial shares (a
 short budget, ``train.epochs``), a ``[grid]`` of ``"key" = [values]`` and the configs the
 choice is ``[apply]``-ed to. Every combination of the grid is one trial, a run named
-``search-<spec>-<key><value>-...`` (``collect_results.py`` leaves these out of the table).
+``search-<spec>-<key><value>-...`` (``collect_results.py`` files them under ``results/search/trials``,
+and ``lipschitz-rnn report`` lists them in its searches table, not as rows).
 
 ``select`` ranks the trials by their best **validation** metric (test numbers are not read),
 in the direction the run's summary gives (accuracy up, bits per character down); ties go to
@@ -26,6 +27,8 @@ import itertools
 import json
 import sys
 from pathlib import Path
+
+from lipschitz_rnn.train.report import SEARCH_PREFIX
 
 try:
     import tomllib
@@ -63,7 +66,7 @@ def trials(spec: dict) -> list[dict]:
     for values in itertools.product(*(spec["grid"][k] for k in keys)):
         label = "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in zip(keys, values))
         overrides = [f"{k}={v}" for k, v in zip(keys, values)]
-        out.append({"name": f"search-{spec['search']['name']}-{label}", "overrides": overrides})
+        out.append({"name": f"{SEARCH_PREFIX}{spec['search']['name']}-{label}", "overrides": overrides})
     return out
 
 

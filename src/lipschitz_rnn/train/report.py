@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
@@ -216,24 +216,31 @@ TABLE_BEGIN = "<!-- begin: {name} (written by lipschitz-rnn report; edit outside
 TABLE_END = "<!-- end: {name} -->"
 
 
-def find_analyses(paths: Iterable[Union[str, Path]]) -> dict[str, dict[str, Any]]:
-    """``{label: merged result}`` of every analysis JSON under ``paths`` (parts run separately are merged)."""
-    merged: dict[str, dict[str, Any]] = {}
+def _json_objects(paths: Iterable[Union[str, Path]]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``(path, object)`` of every readable JSON object under the folders ``paths``, in path order."""
     for root in map(Path, paths):
         for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
             try:
-                result = read_json(path)
+                value = read_json(path)
             except (OSError, ValueError):
                 continue
-            run = result.get("run") if isinstance(result, dict) else None
-            if not isinstance(run, dict) or not ({"hessian", "input_hessian", "perturbation"} & set(result)):
-                continue
-            label = f"{run.get('experiment')}-seed{run.get('seed')}"
-            entry = merged.setdefault(label, {"run": run, "files": []})
-            entry["files"].append(str(path))
-            for part in ("hessian", "input_hessian", "perturbation", "settings"):
-                if part in result:
-                    entry.setdefault(part, result[part])
+            if isinstance(value, dict):
+                yield path, value
+
+
+def find_analyses(paths: Iterable[Union[str, Path]]) -> dict[str, dict[str, Any]]:
+    """``{label: merged result}`` of every analysis JSON under ``paths`` (parts run separately are merged)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path, result in _json_objects(paths):
+        run = result.get("run")
+        if not isinstance(run, dict) or not ({"hessian", "input_hessian", "perturbation"} & set(result)):
+            continue
+        label = f"{run.get('experiment')}-seed{run.get('seed')}"
+        entry = merged.setdefault(label, {"run": run, "files": []})
+        entry["files"].append(str(path))
+        for part in ("hessian", "input_hessian", "perturbation", "settings"):
+            if part in result:
+                entry.setdefault(part, result[part])
     return dict(sorted(merged.items()))
 
 
@@ -291,15 +298,11 @@ def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
 
 def find_searches(paths: Iterable[Union[str, Path]]) -> dict[str, dict[str, Any]]:
     """``{search name: record}`` of every search record (JSON with ``search``, ``trials``, ``chosen``)."""
-    found: dict[str, dict[str, Any]] = {}
-    for root in map(Path, paths):
-        for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
-            try:
-                record = read_json(path)
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and {"search", "trials", "chosen"} <= set(record):
-                found[record["search"]["name"]] = record
+    found = {
+        record["search"]["name"]: record
+        for _, record in _json_objects(paths)
+        if {"search", "trials", "chosen"} <= set(record)
+    }
     return dict(sorted(found.items()))
 
 

@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import itertools
 
 import pytest
 
@@ -83,6 +84,9 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.lr_milestones=[90, 30]", "train.lr_milestones: must be increasing"),
         ("train.lr_milestones=90", "train.lr_milestones: expected a list of int"),
         ("train.lr_decay=2", "train.lr_decay: must be in (0, 1]"),
+        ("train.lr_schedule=linear", "train.lr_schedule: must be one of 'step', 'cosine'"),
+        ("train.lr_min=-0.1", "train.lr_min: must be >= 0"),
+        ("train.lr_min=5", "train.lr_min: must be <= train.lr"),
         ("train.momentum=0.9", "train.momentum: only used with optimizer = 'sgd'"),
         ("log.plots=1", "log.plots: expected bool"),
         ("model.hidden_size=0", "model.hidden_size: expected an integer >= 1"),
@@ -171,6 +175,22 @@ def test_step_decay_after_milestone_epochs():
     assert learning_rate(cfg, 90) == pytest.approx(0.0003)  # epoch 91 on
     two = parse_config(MINIMAL, ["train.lr=1", "train.lr_milestones=[1, 3]", "train.lr_decay=0.5"])
     assert [learning_rate(two, e) for e in range(5)] == [1, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_cosine_schedule_falls_from_lr_to_lr_min_over_the_epochs():
+    overrides = ["train.lr=0.002", "train.lr_schedule=cosine", "train.lr_min=0.0001", "train.epochs=100"]
+    cfg = parse_config(MINIMAL, overrides)
+    rates = [learning_rate(cfg, e) for e in range(100)]
+    assert rates[0] == 0.002  # the first epoch runs at lr
+    assert rates[50] == pytest.approx((0.002 + 0.0001) / 2)  # halfway: the midpoint of lr and lr_min
+    assert rates[99] == pytest.approx(0.0001, abs=1e-6)  # the last epoch: about lr_min
+    assert all(a > b for a, b in itertools.pairwise(rates))  # strictly falling
+
+
+def test_cosine_schedule_refuses_step_milestones():
+    with pytest.raises(ConfigError, match=r"train.lr_milestones: step-decay milestones \[90\] with lr_schedule"):
+        parse_config(MINIMAL, ["train.lr_schedule=cosine", "train.lr_milestones=[90]"])
+    assert parse_config(MINIMAL, ["train.lr_schedule=cosine", "train.lr_milestones=[]"]).train.lr_schedule == "cosine"
 
 
 @pytest.mark.parametrize(

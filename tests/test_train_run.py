@@ -183,3 +183,14 @@ def test_stability_numbers_can_be_switched_off(tmp_path):
     assert "stability" not in read_jsonl(out / "metrics.jsonl")[0]
     assert not (out / "stability_start.json").exists() and not (out / "stability_end.json").exists()
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["learning_curves.png"]
+
+
+def test_a_cosine_schedule_sets_each_epochs_rate_and_records_it(tmp_path):
+    out = tmp_path / "run"
+    overrides = ["train.epochs=3", "train.lr_schedule=cosine", "train.lr_min=0.001"]
+    assert main(["train", str(write_config(tmp_path)), *overrides, "--out", str(out)]) == 0
+    # lr_min + (lr - lr_min) (1 + cos(pi e / 3)) / 2 with lr = 0.01: factors 1, 3/4, 1/4
+    expected = [0.01, 0.001 + 0.009 * 0.75, 0.001 + 0.009 * 0.25]
+    assert [r["lr"] for r in read_jsonl(out / "metrics.jsonl")] == pytest.approx(expected)
+    optimizer = torch.load(out / "checkpoints" / "last" / "state.pt", weights_only=True)["optimizer"]
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(expected[-1])  # the rate the optimizer ran with

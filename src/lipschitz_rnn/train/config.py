@@ -149,8 +149,10 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
-    lr_milestones: list[int] = field(default_factory=list)  # lr *= lr_decay after each of these epochs
+    lr_schedule: str = "step"  # "step": lr *= lr_decay after each milestone; "cosine": lr -> lr_min over the epochs
+    lr_milestones: list[int] = field(default_factory=list)  # lr *= lr_decay after each of these epochs ("step")
     lr_decay: float = 0.1
+    lr_min: float = 0.0  # the last epoch's floor of the "cosine" schedule
     clip_grad_norm: float = 0.0  # 0 = off
     seed: int = 0
     device: str = "auto"
@@ -187,7 +189,9 @@ CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "train.lr": _positive,
     "train.momentum": _non_negative,
     "train.weight_decay": _non_negative,
+    "train.lr_schedule": _one_of("step", "cosine"),
     "train.lr_milestones": _milestones,
+    "train.lr_min": _non_negative,
     "train.lr_decay": _decay,
     "train.clip_grad_norm": _non_negative,
     "train.seed": _non_negative,
@@ -343,6 +347,13 @@ def _check_cross_fields(cfg: Config) -> None:
     train = cfg.train
     if train.optimizer != "sgd" and train.momentum:
         raise ConfigError(f"train.momentum: only used with optimizer = 'sgd' (optimizer is {train.optimizer!r})")
+    if train.lr_schedule == "cosine" and train.lr_milestones:
+        raise ConfigError(
+            f"train.lr_milestones: step-decay milestones {train.lr_milestones} with lr_schedule = 'cosine'; "
+            "set train.lr_milestones=[] or lr_schedule = 'step'"
+        )
+    if train.lr_min > train.lr:
+        raise ConfigError(f"train.lr_min: must be <= train.lr ({train.lr}), got {train.lr_min}")
     if not cfg.task.name:
         raise ConfigError("task.name: must not be empty")
     for key in ("hidden_size", "num_layers"):

@@ -9,7 +9,7 @@ test, record the stability numbers of Lipschitz/Antisymmetric cells, keep the
 best-validation checkpoint and the last one. A checkpoint holds everything the run needs to
 continue bit-for-bit (weights, optimizer, RNG states, position in the epoch, running sums,
 the carried hidden state of stateful tasks). The learning rate is a pure function of the
-epoch (step decay), so there is no scheduler state beyond the epoch. A non-finite loss or
+epoch (step decay or cosine), so there is no scheduler state beyond the epoch. A non-finite loss or
 gradient norm stops the run before the optimizer step: the weights on disk stay the last
 good ones. Under torchrun every process runs this same loop on its slice of the batch.
 """
@@ -281,12 +281,18 @@ def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
 
 
 def learning_rate(cfg: Config, epoch: int) -> float:
-    """Step decay: ``lr * lr_decay**k`` in (0-based) ``epoch``, k = milestones already passed.
+    """The learning rate of (0-based) ``epoch``, a pure function of the epoch (resume needs no scheduler state).
 
-    ``lr_milestones = [90]``: epochs 1-90 at ``lr``, epochs 91-100 at ``lr * lr_decay``.
+    ``lr_schedule = "step"``: ``lr * lr_decay**k``, k = milestones already passed; with
+    ``lr_milestones = [90]``, epochs 1-90 at ``lr`` and epochs 91-100 at ``lr * lr_decay``.
+    ``lr_schedule = "cosine"``: ``lr_min + (lr - lr_min) * (1 + cos(pi * epoch / epochs)) / 2``,
+    ``lr`` in the first epoch, falling to about ``lr_min`` in the last.
     """
-    passed = sum(epoch >= m for m in cfg.train.lr_milestones)
-    return cfg.train.lr * cfg.train.lr_decay**passed
+    t = cfg.train
+    if t.lr_schedule == "cosine":
+        return t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / t.epochs))
+    passed = sum(epoch >= m for m in t.lr_milestones)
+    return t.lr * t.lr_decay**passed
 
 
 def loss_and_stats(logits: Tensor, y: Tensor, metric: str) -> tuple[Tensor, Tensor, int]:

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # One GPU round of issue 5 on every GPU of one machine, in one device call (<= 10 minutes):
 #
-#   OUT=out LIMIT=540 LONG=scripts/round5_jobs.txt SEARCHES="configs/searches/antisymmetric_smnist.toml" \
+#   OUT=out LIMIT=540 LONG=scripts/round5_jobs.txt SEARCHES="configs/searches/antisymmetric_smnist.toml:3" \
 #       bash scripts/device_round.sh
 #
 # 1. the GPU tests of the cuda-bptt backend and a wide-state benchmark (before any training,
-#    so the timings are not shared);
-# 2. under one MPS daemon, two queues side by side (PER_GPU and SEARCH_PER_GPU runs per GPU, 2 each):
-#    the LONG job list, and the validation searches (trials, then `val_search.py select`,
-#    then the final runs with the chosen settings);
+#    so the timings are not shared; with BENCH=0 the tests run beside the training instead);
+# 2. under one MPS daemon, queues side by side: the LONG job list (PER_GPU runs per GPU, 2 by
+#    default) and one pipeline per validation search: its trials, then `val_search.py select`,
+#    then the final runs with the chosen settings. A spec may name its own runs per GPU as
+#    SPEC:K (SEARCH_PER_GPU, 2 by default, otherwise), and an unfinished search blocks no other;
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
-# Runs killed at the deadline resume on the next round (carry runs/); a search whose trials
-# are not all finished selects nothing this round. RECORD_ONLY names specs whose trials are in
-# the LONG list: their choice is recorded at the end. BENCH=0 skips the benchmark, GPU_TESTS
-# replaces the test selection.
+# Runs killed at the deadline resume on the next round (a warm machine keeps runs/; otherwise
+# carry the archives). Committed trial records (results/search/trials) are copied into runs/
+# first, so finished trials are not run again. RECORD_ONLY names specs whose trials are in
+# the LONG list: their choice is recorded at the end. GPU_TESTS replaces the test selection.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -32,7 +33,9 @@ if [ "${BENCH:-1}" = 1 ]; then
 fi
 CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) python -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py \
     tests/test_backend_triton.py -k "bptt or falls_back"} > "$OUT/gpu-tests.log" 2>&1 &
-wait
+if [ "${BENCH:-1}" = 1 ]; then wait; fi
+# finished trials of earlier rounds (their small files are committed) are not run again
+if [ -d results/search/trials ]; then cp -rn results/search/trials/. runs/; fi
 
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
 mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
@@ -45,21 +48,22 @@ if [ -n "$LONG" ]; then
     python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${PER_GPU:-2}" --mps --no-pack "@$LONG" \
         > "$OUT/queue-long.log" 2>&1 &
 fi
-if [ -n "$SEARCHES" ]; then
-    # shellcheck disable=SC2086  # SEARCHES is a list of spec paths
-    python scripts/val_search.py jobs $SEARCHES > runs/search-jobs.txt
-    : > runs/final-jobs.txt
-    lists+=("@runs/search-jobs.txt" "@runs/final-jobs.txt")
+for item in $SEARCHES; do  # SPEC or SPEC:K
+    spec=${item%%:*}
+    slots=${SEARCH_PER_GPU:-2}
+    if [ "$spec" != "$item" ]; then slots=${item##*:}; fi
+    name=$(basename "$spec" .toml)
+    python scripts/val_search.py jobs "$spec" > "runs/search-jobs-$name.txt"
+    : > "runs/final-jobs-$name.txt"
+    lists+=("@runs/search-jobs-$name.txt" "@runs/final-jobs-$name.txt")
     (
-        python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${SEARCH_PER_GPU:-2}" --mps --no-pack @runs/search-jobs.txt
-        for spec in $SEARCHES; do  # one spec at a time: an unfinished search does not block the others
-            python scripts/val_search.py select "$spec" --runs runs --record runs/search-records >> runs/final-jobs.txt
-        done
-        cat runs/final-jobs.txt
-        python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${SEARCH_PER_GPU:-2}" --mps --no-pack \
-            @runs/final-jobs.txt
-    ) > "$OUT/queue-search.log" 2>&1 &
-fi
+        python scripts/device_queue.py --time-limit "$(left)" --per-gpu "$slots" --mps --no-pack "@runs/search-jobs-$name.txt"
+        python scripts/val_search.py select "$spec" --runs runs --record runs/search-records > "runs/final-jobs-$name.txt"
+        cat "runs/final-jobs-$name.txt"
+        python scripts/device_queue.py --time-limit "$(left)" --per-gpu "$slots" --mps --no-pack \
+            "@runs/final-jobs-$name.txt"
+    ) > "$OUT/queue-search-$name.log" 2>&1 &
+done
 wait
 echo quit | nvidia-cuda-mps-control
 # searches whose trials ran in the LONG list: record the choice (their final runs are a later round's)

@@ -8,7 +8,8 @@
 
 A spec (``configs/searches/*.toml``) names a base config, the overrides every trial shares (a
 short budget, ``train.epochs``), a ``[grid]`` of ``"key" = [values]`` and the configs the
-choice is ``[apply]``-ed to. Every combination of the grid is one trial, a run named
+choice is ``[apply]``-ed to (``skip_unchanged = true``: not those that already hold the
+chosen values, whose committed rows are then the final runs). Every combination of the grid is one trial, a run named
 ``search-<spec>-<key><value>-...`` (``collect_results.py`` files them under ``results/search/trials``,
 and ``lipschitz-rnn report`` lists them in its searches table, not as rows).
 
@@ -137,11 +138,32 @@ def select(spec: dict, runs: Path, partial: bool = False) -> dict:
     }
 
 
+def holds(config: str, overrides: list[str]) -> bool:
+    """Whether ``config`` already has every ``section.key=value`` of ``overrides`` (same values, parsed)."""
+    from lipschitz_rnn.train.config import load_config, parse_overrides
+
+    cfg = load_config(config)
+    for section, key, value in parse_overrides(overrides):
+        part = getattr(cfg, section)
+        current = getattr(part, key) if hasattr(part, key) else getattr(part, "options", {}).get(key)
+        if current != value:
+            return False
+    return True
+
+
 def final_jobs(record: dict) -> list[str]:
+    """One device-queue job per ``apply`` config. With ``skip_unchanged = true`` a config that already
+    holds the chosen values gets a comment instead: its committed row is the final run of the choice."""
     apply = record["apply"]
     seeds = ",".join(str(s) for s in apply.get("seeds", [0]))
-    overrides = ",".join(record["chosen"]["overrides"])
-    return [f"{config}:{seeds}:{overrides}" for config in apply.get("configs", [])]
+    chosen = record["chosen"]["overrides"]
+    jobs = []
+    for config in apply.get("configs", []):
+        if apply.get("skip_unchanged", False) and holds(config, chosen):
+            jobs.append(f"# {config} already holds {' '.join(chosen)}: its committed row stands")
+        else:
+            jobs.append(f"{config}:{seeds}:{','.join(chosen)}")
+    return jobs
 
 
 def main(argv: list[str] | None = None) -> None:

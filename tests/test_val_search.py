@@ -17,13 +17,13 @@ spec.loader.exec_module(val_search)
 SPECS = sorted((ROOT / "configs" / "searches").glob("*.toml"))
 
 
-def _spec(tmp_path, grid='"model.eps" = [0.01, 0.1]\n"train.lr" = [0.001, 0.003]\n'):
+def _spec(tmp_path, grid='"model.eps" = [0.01, 0.1]\n"train.lr" = [0.001, 0.003]\n', apply=""):
     path = tmp_path / "spec.toml"
     path.write_text(
         '[search]\nname = "toy"\nbase = "configs/smnist/antisymmetric_n128.toml"\nseed = 0\n'
         'overrides = ["train.epochs=10"]\n[grid]\n' + grid + "[apply]\n"
         'configs = ["configs/smnist/antisymmetric_n128.toml", "configs/pmnist/antisymmetric_n128.toml"]\n'
-        "seeds = [0, 1]\n"
+        "seeds = [0, 1]\n" + apply
     )
     return str(path)
 
@@ -86,6 +86,24 @@ def test_lower_is_better_and_missing_trials(tmp_path, monkeypatch):
     assert record["chosen"]["overrides"] == ["model.eps=0.1"] and record["missing"] == ["search-toy-eps1.0"]
 
 
+def test_skip_unchanged_keeps_the_rows_of_configs_that_already_hold_the_choice(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    _finish(runs, "search-toy-eps0.1-lr0.001", 95.0, 90.0)  # the committed configs' own eps 0.1, lr 0.001
+    _finish(runs, "search-toy-eps0.01-lr0.001", 94.0, 90.0)
+    grid = '"model.eps" = [0.1, 0.01]\n"train.lr" = [0.001]\n'
+    for skip, expected in [
+        ("false", "configs/smnist/antisymmetric_n128.toml:0,1:model.eps=0.1,train.lr=0.001"),
+        ("true", "# configs/smnist/antisymmetric_n128.toml already holds model.eps=0.1 train.lr=0.001"),
+    ]:
+        record = val_search.select(val_search.load_spec(_spec(tmp_path, grid, f"skip_unchanged = {skip}\n")), runs)
+        assert val_search.final_jobs(record)[0].startswith(expected)
+    assert record["apply"]["skip_unchanged"] is True
+    record["chosen"]["overrides"] = ["model.eps=0.01", "train.lr=0.001"]  # a different choice is run even when skipping
+    expected = "configs/pmnist/antisymmetric_n128.toml:0,1:model.eps=0.01,train.lr=0.001"
+    assert val_search.final_jobs(record)[1] == expected
+
+
 def test_bad_specs_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="must be a non-empty list"):
@@ -103,7 +121,8 @@ def test_committed_specs_give_valid_trial_and_final_configs(path, monkeypatch):
     for job in jobs:
         config, _seed, overrides = job.split(":")
         cfg = load_config(config, overrides.split(","))
-        assert cfg.experiment.name.startswith("search-") and cfg.train.epochs < 100
+        # a trial is never longer than the run it chooses for (most are short proxies)
+        assert cfg.experiment.name.startswith("search-") and cfg.train.epochs <= load_config(config).train.epochs
     for config in spec["apply"]["configs"]:  # every grid value is a valid override of every target
         for trial in val_search.trials(spec):
             load_config(config, trial["overrides"])

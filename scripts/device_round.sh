@@ -35,7 +35,9 @@ CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) python -m pytes
     tests/test_backend_triton.py -k "bptt or falls_back"} > "$OUT/gpu-tests.log" 2>&1 &
 if [ "${BENCH:-1}" = 1 ]; then wait; fi
 # finished trials of earlier rounds (their small files are committed) are not run again
-if [ -d results/search/trials ]; then cp -rn results/search/trials/. runs/; fi
+for trial in results/search/trials/*/; do
+    [ -d "$trial" ] && [ ! -e "runs/$(basename "$trial")" ] && cp -r "$trial" runs/
+done
 
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
 mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"

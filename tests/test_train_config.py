@@ -87,6 +87,8 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.lr_schedule=linear", "train.lr_schedule: must be one of 'step', 'cosine'"),
         ("train.lr_min=-0.1", "train.lr_min: must be >= 0"),
         ("train.lr_min=5", "train.lr_min: must be <= train.lr"),
+        ("train.ema_decay=1.0", "train.ema_decay: must be in [0, 1)"),
+        ("train.ema_decay=-0.5", "train.ema_decay: must be in [0, 1)"),
         ("train.momentum=0.9", "train.momentum: only used with optimizer = 'sgd'"),
         ("log.plots=1", "log.plots: expected bool"),
         ("model.hidden_size=0", "model.hidden_size: expected an integer >= 1"),

@@ -42,6 +42,8 @@ def assert_same_run(a, b):
         # dropout between layers draws from torch's RNG: its state must be restored too
         ("toy_sign", "lipschitz", ["model.num_layers=2", "model.dropout=0.3"]),
         ("toy_sign", "antisymmetric_gated", []),
+        # a weight average: the averaged and the trained weights are both in the checkpoint
+        ("toy_sign", "lipschitz", ["train.ema_decay=0.8"]),
         ("toy_chars", "lipschitz", []),  # stateful: the carried hidden state is in the checkpoint
         ("toy_chars", "lstm", []),  # ... as a (h, c) pair
     ],

@@ -106,6 +106,10 @@ def _decay(v: float) -> Optional[str]:
     return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
+def _ema_decay(v: float) -> Optional[str]:
+    return None if 0 <= v < 1 else "must be in [0, 1) (0 = no weight average)"
+
+
 def _identifier(v: str) -> Optional[str]:
     return None if re.fullmatch(r"[A-Za-z0-9_.\-]+", v) else "must be letters, digits, '_', '-' or '.'"
 
@@ -154,6 +158,9 @@ class TrainConfig:
     lr_decay: float = 0.1
     lr_min: float = 0.0  # the last epoch's floor of the "cosine" schedule
     clip_grad_norm: float = 0.0  # 0 = off
+    # 0 = off; else the run evaluates and saves an exponential moving average of the weights,
+    # updated after every step with this decay (0.999: about the last 1,000 steps)
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     backend: str = "auto"  # recurrence backend of the lipschitz_rnn layers
@@ -194,6 +201,7 @@ CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "train.lr_min": _non_negative,
     "train.lr_decay": _decay,
     "train.clip_grad_norm": _non_negative,
+    "train.ema_decay": _ema_decay,
     "train.seed": _non_negative,
     "train.device": _device,
     "train.limit_train_batches": _non_negative,

@@ -8,10 +8,14 @@ Per epoch: train on the task's batches (order fixed by seed and epoch), evaluate
 test, record the stability numbers of Lipschitz/Antisymmetric cells, keep the
 best-validation checkpoint and the last one. A checkpoint holds everything the run needs to
 continue bit-for-bit (weights, optimizer, RNG states, position in the epoch, running sums,
-the carried hidden state of stateful tasks). The learning rate is a pure function of the
-epoch (step decay or cosine), so there is no scheduler state beyond the epoch. A non-finite loss or
-gradient norm stops the run before the optimizer step: the weights on disk stay the last
-good ones. Under torchrun every process runs this same loop on its slice of the batch.
+the carried hidden state of stateful tasks). With ``train.ema_decay`` the run evaluates,
+reports and saves as the checkpoint's weights an exponential moving average of the trained
+weights (:class:`~lipschitz_rnn.train.ema.WeightAverage`); the trained weights travel in the
+checkpoint's state, so resume stays exact and ``evaluate_run`` scores what the run scored.
+The learning rate is a pure function of the epoch (step decay or cosine), so there is no
+scheduler state beyond the epoch. A non-finite loss or gradient norm stops the run before the
+optimizer step: the weights on disk stay the last good ones. Under torchrun every process runs
+this same loop on its slice of the batch.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, ConfigError, check_registries, config_to_dict, load_config, parse_overrides, to_toml
+from .ema import WeightAverage
 from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, write_metrics, write_plots
 
 __all__ = ["TrainingDiverged", "evaluate", "evaluate_run", "load_run", "resume_config", "train"]
@@ -106,6 +111,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     seed_everything(tc.seed)
     model = build_model_for_task(cfg, task).to(ctx.device)
     optimizer = _make_optimizer(model, cfg)
+    average = WeightAverage(model, tc.ema_decay) if tc.ema_decay else None
     steps_per_epoch = task.num_batches("train", tc.batch_size)
     if tc.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, tc.limit_train_batches)
@@ -118,6 +124,11 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     hidden = None
     if saved is not None:
         weights, state = saved
+        if average is not None:
+            if state.get("trained_weights") is None:
+                raise CheckpointError(f"{run_dir}: train.ema_decay is set but the checkpoint holds no trained weights")
+            average.load_state_dict(weights)
+            weights = state["trained_weights"]
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         first_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
@@ -157,6 +168,10 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     ranks = {"rank": ctx.rank, "world_size": ctx.world_size}
     params = [p for p in model.parameters() if p.requires_grad]
 
+    def scored_model() -> nn.Module:
+        """The model that is evaluated and whose weights the checkpoints hold."""
+        return model if average is None else average.synced(model)
+
     def checkpoint_state(next_epoch: int, next_step: int) -> dict[str, Any]:
         return {
             "epoch": next_epoch,
@@ -168,6 +183,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             "running": dict(running),
             "hidden": distributed.gather_state(hidden, ctx),  # every process takes part
             "rng": _rng_state(ctx.device),
+            # with a weight average the weights file holds the average; these continue the training
+            "trained_weights": None if average is None else model.state_dict(),
         }
 
     # -- epochs ------------------------------------------------------------------------------------
@@ -199,6 +216,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
                     bar.close()
                 raise _diverged(cfg, run_dir, log, main, epoch, step, loss_total, norm_total, history, best)
             optimizer.step()
+            if average is not None:
+                average.update(model)
             global_step += 1
             running["loss_sum"] += loss_total * count  # each process: mean over `count` samples
             running["correct"] += correct_total
@@ -212,22 +231,23 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
                 running["elapsed_s"] = time.perf_counter() - t0
                 state = checkpoint_state(epoch, step + 1)
                 if main:
-                    save_checkpoint(run_dir / "checkpoints" / "last", model.state_dict(), state)
+                    save_checkpoint(run_dir / "checkpoints" / "last", scored_model().state_dict(), state)
         if bar is not None:
             bar.close()
         _sync(ctx.device)
         train_time = time.perf_counter() - t0
 
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": _split_record(running, metric)}
+        scored = scored_model()
         for split in ("val", "test") if has_val else ("test",):
-            record[split] = evaluate(model, task, split, cfg.train.eval_batch_size, ctx, tc.limit_eval_batches)
+            record[split] = evaluate(scored, task, split, cfg.train.eval_batch_size, ctx, tc.limit_eval_batches)
         record.update(
             steps=global_step,
             epoch_time_s=time.perf_counter() - t0,
             train_time_s=train_time,
             ms_per_step=1000.0 * train_time / max(steps_per_epoch, 1),
         )
-        numbers = stability_numbers(model) if main and cfg.log.stability else {}
+        numbers = stability_numbers(scored) if main and cfg.log.stability else {}
         if numbers:
             record["stability"] = numbers
         history.append(record)
@@ -240,8 +260,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         state = checkpoint_state(epoch + 1, 0)
         if main:
             if improved:
-                save_checkpoint(run_dir / "checkpoints" / "best", model.state_dict(), state)
-            save_checkpoint(run_dir / "checkpoints" / "last", model.state_dict(), state)
+                save_checkpoint(run_dir / "checkpoints" / "best", scored.state_dict(), state)
+            save_checkpoint(run_dir / "checkpoints" / "last", scored.state_dict(), state)
             write_metrics(run_dir / "metrics.jsonl", history)
             tensorboard.write(record)
             log(_epoch_line(record, metric, tc.epochs, improved))
@@ -250,7 +270,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     # -- the end: stability after training, plots, summary -------------------------------------------
     summary = _summary(cfg, task, model, ctx, history, best, metric, status="completed")
     if main:
-        end = _reports_dict(model) if cfg.log.stability else {}
+        end = _reports_dict(scored_model()) if cfg.log.stability else {}
         if end:
             atomic_write_json(run_dir / "stability_end.json", end)
         if cfg.log.plots:

@@ -164,3 +164,28 @@ def test_search_trials_are_a_table_of_their_own_not_rows(runs, tmp_path, capsys)
     assert "`model.eps=1.0` | diverged | — |" in searches
     assert "search-toy-eps10 | not finished" in searches
     assert "12.0" not in searches  # the trial's test number is not shown
+
+
+def test_an_unresolved_smallest_eigenvalue_is_shown_as_a_bound_without_a_condition_number(runs, tmp_path, capsys):
+    # residual 0.6 around a Ritz value of 0.03: Lanczos met tol * ||H|| (||H|| ~ 3e3), not |lambda_min|
+    run = {"experiment": "smnist_antisymmetric_n128", "seed": 0, "epoch": 98}
+    hessian = {"lambda_max": 3337.0, "lambda_min": 0.03, "condition_number": 1.1e5,
+               "smallest": {"residuals": [0.6]}, "trace": {"estimate": 4100.0, "stderr": 800.0}}  # fmt: skip
+    (runs / "analysis").mkdir()
+    (runs / "analysis" / "a.json").write_text(json.dumps({"run": run, "hessian": hessian}))
+    assert main(["report", str(runs)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| smnist_antisymmetric_n128-seed0"))
+    assert "| 3.34e+03 | ≤ 0.03† | —† |" in row
+    assert "† λ_min not resolved" in out
+
+
+def test_a_resolved_smallest_eigenvalue_keeps_its_value_and_condition_number(runs, tmp_path, capsys):
+    run = {"experiment": "smnist_lipschitz_euler_n128", "seed": 0, "epoch": 94}
+    hessian = {"lambda_max": 8.74, "lambda_min": -0.557, "condition_number": 15.7,
+               "smallest": {"residuals": [0.002]}, "trace": {"estimate": 80.8, "stderr": 7.5}}  # fmt: skip
+    (runs / "analysis").mkdir()
+    (runs / "analysis" / "a.json").write_text(json.dumps({"run": run, "hessian": hessian}))
+    assert main(["report", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| 8.74 | -0.557 | 15.7 |" in out and "not resolved" not in out

@@ -248,6 +248,20 @@ def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
+def _lambda_min_and_condition(hessian: dict[str, Any]) -> tuple[str, str]:
+    """λ_min and cond. as table cells; ``≤ θ†`` and ``—†`` where Lanczos left λ_min unresolved.
+
+    Lanczos stops when every residual is ``<= tol · ‖H‖``. When λ_max is large that bound can
+    exceed |λ_min| itself: the smallest Ritz value θ is then only an upper bound on λ_min (Ritz
+    values lie inside the spectrum), and the condition number is not determined.
+    """
+    lam_min = hessian.get("lambda_min")
+    residuals = (hessian.get("smallest") or {}).get("residuals") or []
+    if lam_min is not None and residuals and residuals[0] > abs(lam_min):
+        return f"≤ {_num(lam_min)}†", "—†"
+    return _num(lam_min), _num(hessian.get("condition_number"))
+
+
 def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
     """Curvature and accuracy under noise, one row per analysed run (empty string if none)."""
     if not analyses:
@@ -262,16 +276,18 @@ def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
     for kind, levels in kinds.items():
         header += "".join(f" {kind} {level:g} |" for level in levels)
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    unresolved = False
     for label, entry in analyses.items():
         hessian, inputs = entry.get("hessian") or {}, entry.get("input_hessian") or {}
         trace = hessian.get("trace") or {}
         perturbation = entry.get("perturbation") or {}
         clean = perturbation.get("clean")
         clean_text = "n/a" if clean is None else format(100 * clean, ".2f")
+        lam_min, condition = _lambda_min_and_condition(hessian)
+        unresolved = unresolved or lam_min.endswith("†")
         row = (
             f"| {label} | {entry['run'].get('epoch', 'n/a')} | {clean_text} "
-            f"| {_num(hessian.get('lambda_max'))} | {_num(hessian.get('lambda_min'))} "
-            f"| {_num(hessian.get('condition_number'))} "
+            f"| {_num(hessian.get('lambda_max'))} | {lam_min} | {condition} "
             f"| {_num(trace.get('estimate'))} ± {_num(trace.get('stderr'), 2)} "
             f"| {_num((inputs.get('lambda_max') or {}).get('mean'))} |"
         )
@@ -290,6 +306,11 @@ def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
         "cond. = max(|λ_max|, |λ_min|) / min(|λ_max|, |λ_min|) (lipschitz_rnn.analysis); "
         "accuracies in % as mean ± std over noise draws, at each noise level (columns: kind and level)."
     )
+    if unresolved:
+        lines.append(
+            "† λ_min not resolved: Lanczos stopped at residuals <= tol · ‖H‖, and the smallest Ritz value's "
+            "residual exceeds its size; it is only an upper bound on λ_min, and cond. is not determined."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -9,9 +9,8 @@ from lipschitz_rnn.paper import PAPER
 from lipschitz_rnn.train.config import check_registries, load_config
 
 # experiment configs; configs/searches/ holds validation-search specs (tests/test_val_search.py)
-CONFIGS = sorted(
-    p for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.toml") if "searches" not in p.parts
-)
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.toml") if "searches" not in p.parts)
 EXPERIMENTS = {path: load_config(path) for path in CONFIGS}
 
 
@@ -20,7 +19,7 @@ def test_there_is_a_config_for_every_runnable_row():
     # quickstart, and the residual RNN of the robustness table (issue 6): configs with no paper row
     # and the beyond-the-paper pMNIST configuration of issue 5
     expected = {"quickstart", "smnist_residual_n128", "ptb_char_lipschitz_bptt150_n1024"}
-    expected |= {"pmnist_lipschitz_euler_n128_cosine"}
+    expected |= {"pmnist_lipschitz_euler_n128_cosine", "pmnist_lipschitz_euler_n128_unit_lr0.002_e250"}
     for task in ("smnist", "pmnist"):
         expected |= {f"{task}_lipschitz_{m}_n{n}" for m in ("euler", "midpoint") for n in (64, 128)}
         expected |= {f"{task}_{m}_n128" for m in ("antisymmetric", "antisymmetric_gated", "lstm")}
@@ -43,14 +42,20 @@ def test_config_validates_against_the_schema_and_registries(path):
         # a size other than the paper row's must be said in the config (e.g. issue 5's N = 128 on CIFAR)
         assert row.hidden_size in (None, cfg.model.hidden_size) or f"used N = {row.hidden_size}" in path.read_text()
         epochs = 40 if cfg.task.name == "ptb_char" else 100  # PTB: our choice, one epoch is 260 long windows
+        epochs = 250 if path == BEYOND_PAPER_ENTRY else epochs
         assert cfg.train.epochs == epochs and cfg.train.batch_size == 128 and cfg.train.seed == 0
     else:
         assert cfg.experiment.name in ("quickstart", "smnist_residual_n128")
 
 
-BEYOND_PAPER = Path(__file__).resolve().parents[1] / "configs" / "pmnist" / "lipschitz_euler_n128_cosine.toml"
+BEYOND_PAPER = ROOT / "configs" / "pmnist" / "lipschitz_euler_n128_cosine.toml"
+BEYOND_PAPER_ENTRY = ROOT / "configs" / "pmnist" / "lipschitz_euler_n128_e250.toml"
 REPRODUCTIONS = [
-    p for p in CONFIGS if p.name.startswith("lipschitz") and p.parent.name in ("smnist", "pmnist") and p != BEYOND_PAPER
+    p
+    for p in CONFIGS
+    if p.name.startswith("lipschitz")
+    and p.parent.name in ("smnist", "pmnist")
+    and p not in (BEYOND_PAPER, BEYOND_PAPER_ENTRY)
 ]
 
 
@@ -88,3 +93,25 @@ def test_quickstart_is_short_real_mnist():
     cfg = next(c for c in EXPERIMENTS.values() if c.experiment.name == "quickstart")
     assert cfg.task.name == "smnist" and 784 // cfg.task.options["pixels_per_step"] == 49
     assert cfg.model.hidden_size == 64 and cfg.train.epochs <= 5 and cfg.task.options["train_subset"] < 58000
+
+
+def test_the_beyond_paper_entry_is_the_pmnist_row_with_unit_inputs_lr_0002_and_250_epochs():
+    ours, row = EXPERIMENTS[BEYOND_PAPER_ENTRY], load_config(BEYOND_PAPER_ENTRY.parent / "lipschitz_euler_n128.toml")
+    assert ours.experiment.paper == row.experiment.paper and ours.model == row.model
+    assert ours.task.options == {**row.task.options, "input_scale": "unit"}
+    changed = {k: v for k, v in vars(ours.train).items() if v != getattr(row.train, k)}
+    assert changed == {"epochs": 250, "lr": 0.002, "lr_milestones": [225]}
+
+
+def test_the_beyond_paper_entry_repeats_the_committed_run():
+    # the queue adds log.progress=false; everything that changes the arithmetic is the same
+    committed = load_config(
+        ROOT / "results" / EXPERIMENTS[BEYOND_PAPER_ENTRY].experiment.name / "seed0" / "config.toml"
+    )
+    ours = EXPERIMENTS[BEYOND_PAPER_ENTRY]
+    assert (ours.experiment, ours.task, ours.model, ours.train) == (
+        committed.experiment,
+        committed.task,
+        committed.model,
+        committed.train,
+    )

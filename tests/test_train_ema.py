@@ -84,3 +84,13 @@ def test_the_average_differs_from_training_without_it(tmp_path, averaged_run):
     plain, averaged = read_jsonl(out / "metrics.jsonl"), read_jsonl(averaged_run / "metrics.jsonl")
     assert [r["train"] for r in plain] == [r["train"] for r in averaged]
     assert [r["val"]["loss"] for r in plain] != [r["val"]["loss"] for r in averaged]
+
+
+def test_resuming_with_an_average_from_a_checkpoint_without_one_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path)), "train.epochs=1", "--out", str(out)]) == 0
+    config = out / "config.toml"  # a hand edit: the checkpoint has no trained weights to continue from
+    assert "ema_decay = 0.0\n" in config.read_text()
+    config.write_text(config.read_text().replace("ema_decay = 0.0\n", "ema_decay = 0.5\n"))
+    assert main(["train", "--resume", str(out), "train.epochs=2"]) != 0
+    assert "train.ema_decay is set but the checkpoint holds no trained weights" in capsys.readouterr().err

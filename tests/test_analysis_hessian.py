@@ -25,6 +25,7 @@ from lipschitz_rnn.analysis import (
     input_hessian_trace,
     lanczos,
     reference_backend,
+    ritz_value_resolved,
 )
 
 pytestmark = [
@@ -149,6 +150,12 @@ def test_condition_number_definition():
     assert condition_number_from(10.0, -0.5) == 20.0  # indefinite: dominant over opposite extreme
     assert condition_number_from(0.5, -10.0) == 20.0
     assert condition_number_from(3.0, 0.0) == math.inf
+
+
+def test_a_ritz_value_is_resolved_only_when_its_residual_is_within_its_size():
+    assert ritz_value_resolved(-0.557, 0.0077)  # the Lipschitz sMNIST model's lambda_min
+    assert not ritz_value_resolved(0.03, 0.6)  # the plain ASR model's: only an upper bound
+    assert ritz_value_resolved(2.0, 2.0)  # the boundary counts as resolved
 
 
 def test_hutchinson_trace_is_within_three_standard_errors_of_the_exact_trace(case):

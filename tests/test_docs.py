@@ -15,6 +15,7 @@ MODULES = [
     "lipschitz_rnn.reference_code",
     "lipschitz_rnn.cells.lipschitz",
     "lipschitz_rnn.cells.antisymmetric",
+    "lipschitz_rnn.train.ema",
 ]
 
 

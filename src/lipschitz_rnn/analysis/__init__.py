@@ -44,6 +44,7 @@ from .hessian import (
     input_hessian_eigenvalues,
     input_hessian_trace,
     reference_backend,
+    ritz_value_resolved,
 )
 from .lanczos import LanczosRun, gaussian_density, lanczos
 from .perturbation import (
@@ -100,6 +101,7 @@ __all__ = [
     "plot_hessian_densities",
     "plot_perturbation_curves",
     "reference_backend",
+    "ritz_value_resolved",
     "run_analysis",
     "salt_and_pepper",
 ]

@@ -454,6 +454,20 @@ def condition_number_from(lambda_max: float, lambda_min: float) -> float:
     return math.inf if small == 0 else big / small
 
 
+def ritz_value_resolved(value: float, residual: float) -> bool:
+    """Whether a Ritz value is pinned down by its residual ``‖H y − θ y‖`` (an eigenvalue lies within it).
+
+    Lanczos stops once every residual is ``<= tol · ‖H‖``; when ‖H‖ is large that bound can
+    exceed a small extreme Ritz value itself. The smallest Ritz value is then only an upper bound
+    on λ_min (Ritz values lie inside the spectrum), and a condition number built on it means nothing.
+
+    Example:
+        >>> ritz_value_resolved(-0.557, 0.0077), ritz_value_resolved(0.03, 0.6)
+        (True, False)
+    """
+    return residual <= abs(value)
+
+
 def condition_number(
     model: nn.Module,
     loss_fn: Optional[LossFn],

@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
+from ..analysis.hessian import ritz_value_resolved
 from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
 from .config import load_config
@@ -249,15 +250,11 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _lambda_min_and_condition(hessian: dict[str, Any]) -> tuple[str, str]:
-    """λ_min and cond. as table cells; ``≤ θ†`` and ``—†`` where Lanczos left λ_min unresolved.
-
-    Lanczos stops when every residual is ``<= tol · ‖H‖``. When λ_max is large that bound can
-    exceed |λ_min| itself: the smallest Ritz value θ is then only an upper bound on λ_min (Ritz
-    values lie inside the spectrum), and the condition number is not determined.
-    """
+    """λ_min and cond. as table cells; ``≤ θ†`` and ``—†`` where Lanczos left λ_min unresolved
+    (:func:`~lipschitz_rnn.analysis.ritz_value_resolved`)."""
     lam_min = hessian.get("lambda_min")
     residuals = (hessian.get("smallest") or {}).get("residuals") or []
-    if lam_min is not None and residuals and residuals[0] > abs(lam_min):
+    if lam_min is not None and residuals and not ritz_value_resolved(lam_min, residuals[0]):
         return f"≤ {_num(lam_min)}†", "—†"
     return _num(lam_min), _num(hessian.get("condition_number"))
 

@@ -10,6 +10,7 @@ import torch
 
 import lipschitz_rnn as lr
 from lipschitz_rnn.analysis import (
+    EigenResult,
     evaluate,
     fixed_batches,
     hessian_eigenvalues,
@@ -20,6 +21,8 @@ from lipschitz_rnn.analysis import (
     run_analysis,
 )
 from lipschitz_rnn.data.base import SequenceTask
+
+analysis_report = importlib.import_module("lipschitz_rnn.analysis.report")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning"),
@@ -116,6 +119,21 @@ def test_run_analysis_hessian_numbers_are_those_of_the_parts(analysis):
     assert hessian["trace"]["estimate"] == hessian_trace(net, None, batches, num_probes=4, seed=0).estimate
     assert len(hessian["density"]["grid"]) == len(hessian["density"]["density"])
     assert hessian["loss"] > 0 and hessian["grad_norm"] > 0
+
+
+def test_run_analysis_withholds_the_condition_number_of_an_unresolved_lambda_min(monkeypatch):
+    # as for the plain ASR sMNIST model: Lanczos met tol * ||H|| with lambda_min 0.03 +- 0.6
+    def extremes(*args, **kwargs):
+        def result(which, value, residual):
+            return EigenResult(which, torch.tensor([value]), torch.tensor([residual]), True, 3, 1e-3, 9)
+
+        return result("largest", 3337.0, 0.38), result("smallest", 0.03, 0.6)
+
+    monkeypatch.setattr(analysis_report, "hessian_extreme_eigenvalues", extremes)
+    small = {k: v for k, v in SMALL.items() if k not in ("input_samples", "draws", "levels")}
+    result = run_analysis(model(), ToyTask(), parts=["hessian"], seed=0, **small)
+    assert result["hessian"]["lambda_min"] == pytest.approx(0.03) and result["hessian"]["condition_number"] is None
+    assert any("lambda_min not resolved" in caveat for caveat in result["caveats"])
 
 
 def test_run_analysis_input_hessian_summaries(analysis):

@@ -29,6 +29,7 @@ from .hessian import (
     hessian_trace,
     input_hessian_eigenvalues,
     input_hessian_trace,
+    ritz_value_resolved,
 )
 from .perturbation import DEFAULT_LEVELS, DEFINITIONS, KINDS, perturbation_curves
 
@@ -88,7 +89,7 @@ def run_analysis(
         ``["trace"]["estimate"]`` ± ``["trace"]["stderr"]``, ``["density"]`` (grid, density,
         nodes, weights); ``input_hessian["lambda_max"]["mean"]``, ``["trace"]["mean"]``;
         ``perturbation["curves"][kind]`` (levels, mean, std, draws). Non-finite numbers are
-        ``None``.
+        ``None``, and so is ``condition_number`` when λ_min is not resolved (a caveat says so).
 
     Cost: one parameter Hessian-vector product is a forward pass and two backward passes
     over all ``samples`` on the reference backend (roughly three training epochs' worth of
@@ -169,6 +170,8 @@ def run_analysis(
         say(f"parameter Hessian: density ({density_runs} x {density_steps} Lanczos steps)")
         density = hessian_density(model, loss_fn, batches, num_runs=density_runs, lanczos_steps=density_steps, **common)
         lam_max, lam_min = float(largest.eigenvalues[0]), float(smallest.eigenvalues[0])
+        min_residual = float(smallest.residuals[0])
+        resolved = ritz_value_resolved(lam_min, min_residual)
         result["hessian"] = {
             "samples": sum(len(x) for x, _ in batches),
             "dim": largest.dim,
@@ -176,7 +179,8 @@ def run_analysis(
             "grad_norm": grad_norm,
             "lambda_max": lam_max,
             "lambda_min": lam_min,
-            "condition_number": finite_or_none(condition_number_from(lam_max, lam_min)),
+            # an unresolved lambda_min is only an upper bound: no condition number from it
+            "condition_number": finite_or_none(condition_number_from(lam_max, lam_min)) if resolved else None,
             "largest": largest.to_dict(),
             "smallest": smallest.to_dict(),
             "trace": trace.to_dict(),
@@ -186,6 +190,12 @@ def run_analysis(
             result["caveats"].append(
                 f"Lanczos did not reach tol={tol} within {lanczos_steps} steps "
                 f"(largest converged: {largest.converged}, smallest: {smallest.converged}); see residuals"
+            )
+        if not resolved:
+            result["caveats"].append(
+                f"lambda_min not resolved: its Ritz value {lam_min:.4g} has residual {min_residual:.4g}, larger than "
+                "itself, so it only bounds lambda_min from above; condition_number is left out (raise lanczos_steps "
+                "or lower tol)"
             )
         result["seconds"]["hessian"] = time.perf_counter() - start
 

@@ -4,8 +4,9 @@
 #   OUT=out LIMIT=540 LONG=scripts/round5_jobs.txt SEARCHES="configs/searches/antisymmetric_smnist.toml:3" \
 #       bash scripts/device_round.sh
 #
-# 1. the GPU tests of the cuda-bptt backend and a wide-state benchmark (before any training,
-#    so the timings are not shared; with BENCH=0 the tests run beside the training instead);
+# 1. the GPU tests of the cuda-bptt backend and a wide-state benchmark (BENCH_ARGS: its sizes,
+#    models, impls) before any training, so the timings are not shared (on one GPU the benchmark
+#    runs first, alone); with BENCH=0 the tests run beside the training instead;
 # 2. under one MPS daemon, queues side by side: the LONG job list (PER_GPU runs per GPU, 2 by
 #    default) and one pipeline per validation search: its trials, then `val_search.py select`,
 #    then the final runs with the chosen settings. A spec may name its own runs per GPU as
@@ -28,8 +29,10 @@ nvidia-smi -L > "$OUT/gpus.txt" 2>&1
 
 (nproc; cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > "$OUT/cpus.txt" 2>&1
 if [ "${BENCH:-1}" = 1 ]; then
-    CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py --sizes 1024x150 256x784 --models lipschitz_euler \
+    # BENCH_ARGS replaces the sizes, models and impls
+    CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py ${BENCH_ARGS:---sizes 1024x150 256x784 --models lipschitz_euler} \
         --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
+    [ "$(nvidia-smi -L | wc -l)" -gt 1 ] || wait  # one GPU: the benchmark runs alone, then the tests
 fi
 CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) python -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py \
     tests/test_backend_triton.py -k "bptt or falls_back"} > "$OUT/gpu-tests.log" 2>&1 &

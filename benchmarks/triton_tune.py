@@ -6,6 +6,7 @@ against cuDNN's ``nn.RNN(tanh)`` of the same size, and records the compiled kern
 register and spill counts. Prints a table and writes JSON.
 
     python benchmarks/triton_tune.py --out tune.json
+    python benchmarks/triton_tune.py --sizes 256 --stages 1 2 3 --stream-blocks 16 32 --out tune256.json
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def main():
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--methods", nargs="+", default=["euler", "midpoint"])
     parser.add_argument("--stages", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--stream-blocks", type=int, nargs="+", default=None,
+        help="columns of A, W per streamed block, for N > fused_triton.ON_CHIP_HIDDEN (default: STREAM_BLOCKS)",
+    )  # fmt: skip
     parser.add_argument("--asm-dir", default=None, help="save each compiled kernel's PTX here")
     parser.add_argument("--out", default="triton_tune.json")
     args = parser.parse_args()
@@ -87,7 +92,11 @@ def main():
         records.append({"impl": "cudnn_rnn_tanh", "N": N, "fwd_ms": c_fwd, "fwd_bwd_ms": c_train})
         print(f"N={N} cudnn rnn: fwd {c_fwd:.3f} ms  fwd+bwd {c_train:.3f} ms", flush=True)
         for method in args.methods:
-            for rows, warps, stages in itertools.product(args.rows, args.warps, args.stages):
+            streamed = N > fused_triton.ON_CHIP_HIDDEN
+            blocks = args.stream_blocks if streamed and args.stream_blocks else [fused_triton._matrix_block(N)]
+            for rows, warps, stages, block in itertools.product(args.rows, args.warps, args.stages, blocks):
+                if streamed:
+                    fused_triton.STREAM_BLOCKS[N] = block
                 for kernel in ("forward", "backward"):
                     fused_triton.LAUNCH_CONFIGS[(kernel, N)] = (rows, warps, stages)
                 t0 = time.time()
@@ -103,6 +112,7 @@ def main():
                             "rows": rows,
                             "warps": warps,
                             "stages": stages,
+                            "block": block,
                             "error": str(error)[:500],
                         }
                     )
@@ -110,7 +120,7 @@ def main():
                 kernels = {name: _kernel_stats(k) for name, k in fused_triton.LAST_COMPILED.items()}
                 if args.asm_dir:
                     for name, k in fused_triton.LAST_COMPILED.items():
-                        path = f"{args.asm_dir}/{name}-N{N}-{method}-bm{rows}-w{warps}-s{stages}.ptx"
+                        path = f"{args.asm_dir}/{name}-N{N}-{method}-bm{rows}-w{warps}-s{stages}-k{block}.ptx"
                         with open(path, "w") as f:
                             f.write(k.asm.get("ptx", ""))
                 rec = {
@@ -120,6 +130,7 @@ def main():
                     "rows": rows,
                     "warps": warps,
                     "stages": stages,
+                    "block": block,
                     "fwd_ms": fwd,
                     "fwd_bwd_ms": train,
                     "ratio_fwd_bwd_to_cudnn": train / c_train,
@@ -128,7 +139,8 @@ def main():
                 }
                 records.append(rec)
                 print(
-                    f"N={N} {method:8s} BM={rows:3d} warps={warps:2d}: fwd {fwd:.3f} ms  fwd+bwd {train:.3f} ms"
+                    f"N={N} {method:8s} BM={rows:3d} warps={warps:2d} stages={stages} block={block}:"
+                    f" fwd {fwd:.3f} ms  fwd+bwd {train:.3f} ms"
                     f"  x{train / c_train:.2f} of cuDNN  {kernels}",
                     flush=True,
                 )

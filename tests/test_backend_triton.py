@@ -2,7 +2,9 @@
 
 Without a GPU these run in Triton's CPU interpreter at tiny sizes (conftest sets
 TRITON_INTERPRET before the package is imported). The tests marked ``gpu`` run the compiled
-kernels at full size on a CUDA device and skip without one.
+kernels at full size on a CUDA device and skip without one. Both regimes are covered: A and W
+held on chip (N <= 128) and streamed from global memory (N = 256, 512; at small N too, by
+lowering ``fused_triton.ON_CHIP_HIDDEN``, so the streamed code is tested cheaply).
 
 Tolerances (relative error ‖a − b‖ / ‖b‖ of every output and gradient tensor):
 * interpreter, and GPU with strict fp32 products (``allow_tf32=False``): 1e-5;
@@ -114,13 +116,51 @@ def test_interpreter_inference_without_grad():
         torch.testing.assert_close(fast, rnn(x)[0], rtol=1e-5, atol=1e-6)
 
 
+def _stream_from_global_memory(monkeypatch, N, block):
+    """Run hidden size N in the streamed regime, in blocks of ``block`` columns."""
+    monkeypatch.setattr(fused_triton, "ON_CHIP_HIDDEN", 16)
+    monkeypatch.setattr(fused_triton, "STREAM_BLOCKS", {**fused_triton.STREAM_BLOCKS, N: block})
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
+def test_interpreter_streamed_weights_match_reference(name, kwargs):
+    assert fused_triton._matrix_block(256) < 256  # the default configuration streams N = 256
+    _compare(name, kwargs, N=256, B=5, T=4, tol=1e-5, lengths=[4, 2, 1, 4, 3], dt=torch.rand(5, 4) + 0.5)
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
+def test_interpreter_streamed_at_small_n_two_programs_and_layers(name, kwargs, monkeypatch):
+    # two programs (B = 17) with their own scratch, four blocks per product, two stacked layers
+    _stream_from_global_memory(monkeypatch, 64, 16)
+    lengths = torch.randint(1, 5, (17,))
+    _compare(name, kwargs, N=64, B=17, T=4, tol=1e-5, layers=2, lengths=lengths, dt=torch.rand(17, 4) + 0.5)
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+def test_interpreter_streamed_widest_and_without_h0():
+    _compare("lipschitz", {"method": "heun", "alpha": 0.5}, N=512, B=3, T=3, tol=1e-5, h0=False)
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+def test_interpreter_streamed_inference_without_grad():
+    rnn = lr.LipschitzRNN(2, 256, method="midpoint", backend="triton")
+    x = torch.randn(4, 3, 2)
+    with torch.no_grad():
+        fast = rnn(x)[0]
+        rnn.backend = "reference"
+        torch.testing.assert_close(fast, rnn(x)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_unsupported_configurations_are_named():
     x = torch.zeros(2, 1, 1, device=DEVICE)
     reason = triton_backend.unsupported_reason
     assert "gated Lipschitz" in reason(lr.LipschitzRNNCell(1, 16, gated=True), x, None, None)
     assert "rk4" in reason(lr.LipschitzRNNCell(1, 16, method="rk4"), x, None, None)
     assert "power of two" in reason(lr.LipschitzRNNCell(1, 24), x, None, None)
-    assert "shared memory" in reason(lr.LipschitzRNNCell(1, 256), x, None, None)
+    assert reason(lr.LipschitzRNNCell(1, 256), x, None, None) is None
+    assert "streams them from L2" in reason(lr.LipschitzRNNCell(1, 1024), x, None, None)
     assert "float32" in reason(lr.LipschitzRNNCell(1, 16, dtype=torch.float64), x.double(), None, None)
     assert "no fused kernel" in reason(lr.VanillaRNNCell(1, 16), x, None, None)
     with pytest.raises(ValueError, match="backend 'triton' cannot run this LipschitzRNNCell: method 'rk4'"):
@@ -130,9 +170,17 @@ def test_unsupported_configurations_are_named():
 # -- GPU -------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
-@pytest.mark.parametrize("N", [16, 32, 64, 128])
+@pytest.mark.parametrize("N", [16, 32, 64, 128, 256, 512])
 def test_gpu_strict_fp32_matches_reference(name, kwargs, N):
     _compare(name, kwargs, N=N, B=37, T=200, tol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=[f"{n}-{k}" for n, k in CONFIGS])
+def test_gpu_streamed_at_n128_matches_reference(name, kwargs, monkeypatch):
+    # the streamed code at a size the on-chip kernel also runs: a failure here is the streaming
+    _stream_from_global_memory(monkeypatch, 128, 32)
+    _compare(name, kwargs, N=128, B=37, T=200, tol=1e-5)
 
 
 @pytest.mark.gpu
@@ -140,18 +188,30 @@ def test_gpu_strict_fp32_matches_reference(name, kwargs, N):
 # of the products over 784 steps (gradients 10% off on the H200 while the outputs agree to 1e-3);
 # in strict fp32 it matches to 1e-5 like the others.
 @pytest.mark.parametrize(("name", "kwargs"), STABLE_CONFIGS, ids=[f"{n}-{k}" for n, k in STABLE_CONFIGS])
-@pytest.mark.parametrize(("N", "B", "T"), [(64, 128, 784), (128, 130, 1024)])
+@pytest.mark.parametrize(("N", "B", "T"), [(64, 128, 784), (128, 130, 1024), (256, 128, 1024)])
 def test_gpu_tf32_matches_strict_reference(name, kwargs, N, B, T):
     _compare(name, kwargs, N=N, B=B, T=T, tol=1e-2, tf32=True, p=1)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["euler", "midpoint", "heun"])
-def test_gpu_lengths_dt_h0_and_stacking(method):
+@pytest.mark.parametrize("N", [128, 256])
+def test_gpu_lengths_dt_h0_and_stacking(method, N):
     B, T = 33, 300
     lengths = torch.randint(1, T + 1, (B,))
     dt = torch.rand(B, T) + 0.5
-    _compare("lipschitz", {"method": method}, N=128, B=B, T=T, tol=1e-5, lengths=lengths, dt=dt, layers=2)
+    _compare("lipschitz", {"method": method}, N=N, B=B, T=T, tol=1e-5, lengths=lengths, dt=dt, layers=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tf32", [False, True])
+def test_gpu_streamed_pixel_cifar_size_with_lengths_dt_h0(tf32):
+    # the paper's N = 256 pixel-CIFAR shape: T = 1024, B = 128 (tolerances as in the module docstring)
+    B, T = 128, 1024
+    lengths = torch.randint(T // 2, T + 1, (B,))
+    dt = torch.rand(B, T) + 0.5
+    _compare("lipschitz", {"method": "euler"}, N=256, B=B, T=T, tol=1e-2 if tf32 else 1e-5, lengths=lengths, dt=dt,
+             tf32=tf32, p=3)  # fmt: skip
 
 
 @pytest.mark.gpu
@@ -164,9 +224,9 @@ def test_gpu_auto_falls_back_with_a_warning_where_the_kernel_cannot_run(monkeypa
     from lipschitz_rnn import backends
 
     monkeypatch.setattr(backends, "_warned", set())  # auto warns once per reason and process
-    rnn = lr.LipschitzRNN(1, 256, device="cuda")
+    rnn = lr.LipschitzRNN(1, 1024, device="cuda")
     x = torch.randn(5, 2, 1, device="cuda")
-    with pytest.warns(UserWarning, match="falls back from 'triton'.*shared memory"):
+    with pytest.warns(UserWarning, match="falls back from 'triton'.*streams them from L2"):
         out, _ = rnn(x)
     from lipschitz_rnn.backends import resolve_backend
 
@@ -176,8 +236,9 @@ def test_gpu_auto_falls_back_with_a_warning_where_the_kernel_cannot_run(monkeypa
 
 
 @pytest.mark.gpu
-def test_gpu_auto_picks_triton():
-    rnn = lr.LipschitzRNN(1, 64, device="cuda")
+@pytest.mark.parametrize("N", [64, 256])
+def test_gpu_auto_picks_triton(N):
+    rnn = lr.LipschitzRNN(1, N, device="cuda")
     x = torch.randn(5, 2, 1, device="cuda")
     from lipschitz_rnn.backends import resolve_backend
 

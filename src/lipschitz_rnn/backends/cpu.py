@@ -395,7 +395,7 @@ class CPUBackend:
 
     See the module docstring for the equations and the limitations. Registered twice: as
     ``cpu`` for CPU tensors and as ``cuda-bptt`` for CUDA tensors, where it serves the
-    sizes and cells the Triton kernels refuse (N > 128, the gated Lipschitz cell, RK4):
+    sizes and cells the Triton kernels refuse (N > 512, the gated Lipschitz cell, RK4):
     a few kernels per step instead of the reference loop's autograd graph.
     """
 

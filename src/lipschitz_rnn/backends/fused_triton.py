@@ -1,12 +1,23 @@
 """Fused GPU recurrence in Triton: one persistent kernel walks all T steps forward, one walks back.
 
-Each program owns ``BM`` sequences for the whole time loop and keeps A and W on chip (shared
-memory), so a time step costs two (N × N)·(N × BM) tensor-core products plus pointwise work,
-with no launch, no autograd node and no trip through device memory for the state. The state
-block is held transposed (N × BM) so the matrices are the left operand: at N >= 64 Triton
-then emits Hopper's warpgroup MMA (wgmma) even for 16-sequence tiles. The input
-projection ``u = U x + b`` is one GEMM before the kernel (autograd carries its gradient to
-U, b and x), and the weight gradients are a few large GEMMs after the backward kernel:
+Each program owns ``BM`` sequences for the whole time loop, so a time step costs two
+(N × N)·(N × BM) tensor-core products plus pointwise work, with no launch, no autograd node
+and no trip through device memory for the state. The state block is held transposed
+(N × BM) so the matrices are the left operand: at N >= 64 Triton then emits Hopper's
+warpgroup MMA (wgmma) even for 16-sequence tiles. Two regimes for A and W:
+
+* N <= ``ON_CHIP_HIDDEN`` (128): both are loaded once into shared memory and held there for
+  the whole loop (2 N² fp32 = 128 KB at N = 128);
+* N = 256, 512: they no longer fit (512 KB at N = 256; H100/H200 give a block 227 KB), so
+  they stay in global memory, where L2 keeps them, and every product streams them through a
+  software-pipelined loop over column blocks (``STREAM_BLOCKS``) against the matching row
+  blocks of the state, which is passed through a small per-program scratch for that. Each
+  step then re-reads 2 N² fp32 from L2 per program: bandwidth per SM, not shared memory,
+  bounds a step (see benchmarks/NOTES-triton.md).
+
+The input projection ``u = U x + b`` is one GEMM before the kernel (autograd carries its
+gradient to U, b and x), and the weight gradients are a few large GEMMs after the backward
+kernel:
 
     Euler:  h⁺ = h + ε f(h),  f(h) = α A h + tanh(W h + u)       (AntisymmetricRNN: α = 0)
     backward, with λ = ∂L/∂h⁺ and d = λ ⊙ (1 − s²), s = tanh(W h + u):
@@ -49,20 +60,33 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 #: (rows per program, warps, software-pipeline stages) by kernel and hidden size; chosen by the
-#: sweep in benchmarks/triton_tune.py (which overrides entries to measure alternatives).
+#: sweep in benchmarks/triton_tune.py (which overrides entries to measure alternatives). The
+#: stages pipeline the streamed products' block loop (N > ON_CHIP_HIDDEN); the streamed
+#: entries were set without a GPU from the compiled kernels' shared memory and spills, untimed.
 LAUNCH_CONFIGS: dict[tuple[str, int], tuple[int, int, int]] = {
-    (kernel, n): (16, 4 if n <= 64 else 8, 1) for kernel in ("forward", "backward") for n in (16, 32, 64, 128)
+    **{(kernel, n): (16, 4 if n <= 64 else 8, 1) for kernel in ("forward", "backward") for n in (16, 32, 64, 128)},
+    **{(kernel, n): (16, 8, 2) for kernel in ("forward", "backward") for n in (256, 512)},
 }
-#: A and W live in shared memory for the whole loop: 2 N² fp32 must fit next to the state tiles.
-MAX_HIDDEN = 128
-
-
+#: Up to this N, A and W live in shared memory for the whole loop (2 N² fp32 next to the state tiles).
+ON_CHIP_HIDDEN = 128
+#: Beyond ON_CHIP_HIDDEN: columns of A and W per block of the streamed products, which read the
+#: matrices from global memory (L2) every step. Blocks of A and W (2 × N × block fp32) per
+#: pipeline stage share the 227 KB of shared memory; smaller blocks spill less.
+STREAM_BLOCKS: dict[int, int] = {256: 32, 512: 16}
+#: Largest N compiled: the state tiles (N × 16 fp32 each) must still fit in registers (N = 512
+#: already spills 1-2 KB per thread).
+MAX_HIDDEN = 512
 #: the compiled kernels of the latest launches (register and spill counts for the tuning script)
 LAST_COMPILED: dict[str, object] = {}
 
 
 def _launch_config(kernel: str, hidden: int) -> tuple[int, int, int]:
     return LAUNCH_CONFIGS[(kernel, hidden)]
+
+
+def _matrix_block(hidden: int) -> int:
+    """Columns of A and W per block of the recurrent products: ``hidden`` means held on chip."""
+    return hidden if hidden <= ON_CHIP_HIDDEN else STREAM_BLOCKS[hidden]
 
 
 if triton is not None:
@@ -75,13 +99,52 @@ if triton is not None:
         return tl.where(x >= 0, t, -t)
 
     @triton.jit
-    def _field(y, u, ug, A, W, alpha, HAS_A: tl.constexpr, GATED: tl.constexpr, PRECISION: tl.constexpr):
+    def _streamed(M1_ptr, y1, M2_ptr, y2, scratch_ptr, TWO: tl.constexpr, SAME: tl.constexpr, N: tl.constexpr,
+                  BK: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+        """(M1 @ y1, M2 @ y2) for column states y (N × BM), the row-major matrices in global memory.
+
+        For N too large to hold A and W on chip: a GEMM loop over column blocks of M (N × BK),
+        which stays in L2 and is re-read every step. The loop picks the matching row blocks of y
+        by index, which a register tensor does not allow, so the states go through the program's
+        scratch (2, N, BM) first. Only M1 without TWO; SAME: y2 is y1 (stored and loaded once).
+        """
+        at = tl.arange(0, N)[:, None] * BM + tl.arange(0, BM)[None, :]
+        tl.debug_barrier()  # every thread has finished reading the previous product's states
+        tl.store(scratch_ptr + at, y1)
+        if TWO and not SAME:
+            tl.store(scratch_ptr + N * BM + at, y2)
+        tl.debug_barrier()  # the states are visible to the whole program
+        rows = tl.arange(0, N)
+        ks = tl.arange(0, BK)
+        acc1 = tl.zeros((N, BM), tl.float32)
+        acc2 = acc1
+        for k0 in range(0, N, BK):  # software-pipelined by the launch's num_stages
+            m_at = rows[:, None] * N + (k0 + ks)[None, :]
+            y_at = (k0 + ks)[:, None] * BM + tl.arange(0, BM)[None, :]
+            y1_k = tl.load(scratch_ptr + y_at)
+            m1 = tl.load(M1_ptr + m_at, eviction_policy="evict_last")
+            acc1 = tl.dot(m1, y1_k, acc1, input_precision=PRECISION)
+            if TWO:
+                y2_k = y1_k
+                if not SAME:
+                    y2_k = tl.load(scratch_ptr + N * BM + y_at)
+                m2 = tl.load(M2_ptr + m_at, eviction_policy="evict_last")
+                acc2 = tl.dot(m2, y2_k, acc2, input_precision=PRECISION)
+        return acc1, acc2
+
+    @triton.jit
+    def _field(y, u, ug, A, W, alpha, scratch_ptr, N: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+               HAS_A: tl.constexpr, GATED: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
         """f(y) = α A y + tanh(W y + u) [⊙ sigmoid(W y + u_g)] for a block of column states y (N × BM).
 
         Returns (f, s, g). The matrices are the left operand (M = N rows), so at N >= 64 the
-        products map onto Hopper's warpgroup MMA even for a 16-sequence tile.
+        products map onto Hopper's warpgroup MMA even for a 16-sequence tile. A and W are the
+        matrices held on chip (BK == N) or pointers to them in global memory (BK < N: streamed).
         """
-        z = tl.dot(W, y, input_precision=PRECISION)
+        if BK == N:
+            z = tl.dot(W, y, input_precision=PRECISION)
+        else:
+            z, Ay = _streamed(W, y, A, y, scratch_ptr, HAS_A, True, N, BK, BM, PRECISION)
         s = _tanh(z + u)
         f = s
         g = s
@@ -89,8 +152,24 @@ if triton is not None:
             g = tl.sigmoid(z + ug)
             f = g * s
         if HAS_A:
-            f = f + alpha * tl.dot(A, y, input_precision=PRECISION)
+            if BK == N:
+                Ay = tl.dot(A, y, input_precision=PRECISION)
+            f = f + alpha * Ay
         return f, s, g
+
+    @triton.jit
+    def _back(Wt, d, At, lam, alpha, scratch_ptr, N: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+              HAS_A: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+        """Wᵀ d + α Aᵀ λ (without HAS_A, Wᵀ d): Wt, At are Wᵀ, Aᵀ on chip or pointers to row-major copies."""
+        if BK == N:
+            back = tl.dot(Wt, d, input_precision=PRECISION)
+            if HAS_A:
+                back = back + alpha * tl.dot(At, lam, input_precision=PRECISION)
+        else:
+            back, back_a = _streamed(Wt, d, At, lam, scratch_ptr, HAS_A, False, N, BK, BM, PRECISION)
+            if HAS_A:
+                back = back + alpha * back_a
+        return back
 
     @triton.jit(do_not_specialize=["T", "B"])
     def _scan_forward(
@@ -109,8 +188,10 @@ if triton is not None:
         B,
         eps,
         alpha,
+        scratch_ptr,  # (programs, 2, N, BM) the states multiplied by streamed matrices; unused on chip
         N: tl.constexpr,
         BM: tl.constexpr,
+        BK: tl.constexpr,  # columns of A, W per block: N holds them on chip, less streams them (L2)
         METHOD: tl.constexpr,
         HAS_A: tl.constexpr,
         GATED: tl.constexpr,
@@ -127,11 +208,17 @@ if triton is not None:
         mask = seq_ok[None, :]
         state = seqs[None, :] * N + units[:, None]  # element (unit, seq) of a (B, N) array
         u_at = seqs[None, :] * (G * N) + units[:, None]
-        square = units[:, None] * N + units[None, :]
-        W = tl.load(W_ptr + square)
-        A = W
-        if HAS_A:
-            A = tl.load(A_ptr + square)
+        if BK == N:  # A and W on chip for the whole loop
+            square = units[:, None] * N + units[None, :]
+            W = tl.load(W_ptr + square)
+            A = W
+            if HAS_A:
+                A = tl.load(A_ptr + square)
+            scratch = scratch_ptr
+        else:  # streamed: the products read them from global memory (L2) every step
+            W = W_ptr
+            A = A_ptr
+            scratch = scratch_ptr + tl.program_id(0) * (2 * N * BM)
         h = tl.load(h0_ptr + state, mask=mask, other=0.0)
         length = tl.zeros([BM], dtype=tl.int32)
         if HAS_LEN:
@@ -158,18 +245,18 @@ if triton is not None:
                 ug_next = tl.load(u_ptr + G * (tbn + B * N) + N + u_at, mask=more[None, :], other=0.0)
             if HAS_SCALE:
                 scale_next = tl.load(scale_ptr + tb + B + seqs, mask=more, other=0.0)
-            f1, s1, g1 = _field(h, u, ug, A, W, alpha, HAS_A, GATED, PRECISION)
+            f1, s1, g1 = _field(h, u, ug, A, W, alpha, scratch, N, BM, BK, HAS_A, GATED, PRECISION)
             if METHOD == 0:
                 h_new = h + step * f1
                 s2 = g1
                 mid = h
             elif METHOD == 1:
                 mid = h + (0.5 * step) * f1
-                f2, s2, _ = _field(mid, u, ug, A, W, alpha, HAS_A, GATED, PRECISION)
+                f2, s2, _ = _field(mid, u, ug, A, W, alpha, scratch, N, BM, BK, HAS_A, GATED, PRECISION)
                 h_new = h + step * f2
             else:
                 mid = h + step * f1
-                f2, s2, _ = _field(mid, u, ug, A, W, alpha, HAS_A, GATED, PRECISION)
+                f2, s2, _ = _field(mid, u, ug, A, W, alpha, scratch, N, BM, BK, HAS_A, GATED, PRECISION)
                 h_new = h + (0.5 * step) * (f1 + f2)
             out = h_new
             if HAS_LEN:
@@ -193,7 +280,7 @@ if triton is not None:
     def _scan_backward(
         gout_ptr,  # (T, B, N) ∂L/∂output
         ghlast_ptr,  # (B, N) ∂L/∂h_last
-        A_ptr,
+        A_ptr,  # (N, N) row-major A and W, read transposed, on chip; streamed, row-major Aᵀ and Wᵀ
         W_ptr,
         scale_ptr,
         len_ptr,
@@ -208,8 +295,10 @@ if triton is not None:
         B,
         eps,
         alpha,
+        scratch_ptr,
         N: tl.constexpr,
         BM: tl.constexpr,
+        BK: tl.constexpr,
         METHOD: tl.constexpr,
         HAS_A: tl.constexpr,
         GATED: tl.constexpr,
@@ -230,11 +319,17 @@ if triton is not None:
         mask = seq_ok[None, :]
         state = seqs[None, :] * N + units[:, None]
         u_at = seqs[None, :] * (G * N) + units[:, None]
-        transposed = units[None, :] * N + units[:, None]  # element [i, k] = X[k, i]: Xᵀ
-        Wt = tl.load(W_ptr + transposed)
-        At = Wt
-        if HAS_A:
-            At = tl.load(A_ptr + transposed)
+        if BK == N:  # Aᵀ and Wᵀ on chip
+            transposed = units[None, :] * N + units[:, None]  # element [i, k] = X[k, i]: Xᵀ
+            Wt = tl.load(W_ptr + transposed)
+            At = Wt
+            if HAS_A:
+                At = tl.load(A_ptr + transposed)
+            scratch = scratch_ptr
+        else:  # streamed from the transposed copies
+            Wt = W_ptr
+            At = A_ptr
+            scratch = scratch_ptr + tl.program_id(0) * (2 * N * BM)
         length = tl.zeros([BM], dtype=tl.int32)
         if HAS_LEN:
             length = tl.load(len_ptr + seqs, mask=seq_ok, other=0)
@@ -282,22 +377,17 @@ if triton is not None:
                 else:
                     d = lam * (1.0 - s1 * s1)
                     tl.store(du_ptr + du_at, tl.where(alive, step * d, 0.0), mask=mask)
-                back = tl.dot(Wt, d, input_precision=PRECISION)
+                back = _back(Wt, d, At, lam, alpha, scratch, N, BM, BK, HAS_A, PRECISION)
                 if HAS_A:
-                    back = back + alpha * tl.dot(At, lam, input_precision=PRECISION)
                     tl.store(pa_ptr + at_t, tl.where(alive, step * lam, 0.0), mask=mask)
                 lam_prev = lam + step * back
             else:
                 d2 = lam * (1.0 - s2 * s2)
-                back2 = tl.dot(Wt, d2, input_precision=PRECISION)
-                if HAS_A:
-                    back2 = back2 + alpha * tl.dot(At, lam, input_precision=PRECISION)
+                back2 = _back(Wt, d2, At, lam, alpha, scratch, N, BM, BK, HAS_A, PRECISION)
                 if METHOD == 1:
                     mu = step * back2
                     d1 = mu * (1.0 - s1 * s1)
-                    back1 = tl.dot(Wt, d1, input_precision=PRECISION)
-                    if HAS_A:
-                        back1 = back1 + alpha * tl.dot(At, mu, input_precision=PRECISION)
+                    back1 = _back(Wt, d1, At, mu, alpha, scratch, N, BM, BK, HAS_A, PRECISION)
                     lam_prev = lam + mu + (0.5 * step) * back1
                     du = step * d2 + (0.5 * step) * d1
                     pwm = step * d2
@@ -307,9 +397,7 @@ if triton is not None:
                     mu = (0.5 * step) * back2
                     nu = (0.5 * step) * lam + step * mu
                     d1 = nu * (1.0 - s1 * s1)
-                    back1 = tl.dot(Wt, d1, input_precision=PRECISION)
-                    if HAS_A:
-                        back1 = back1 + alpha * tl.dot(At, nu, input_precision=PRECISION)
+                    back1 = _back(Wt, d1, At, nu, alpha, scratch, N, BM, BK, HAS_A, PRECISION)
                     lam_prev = lam + mu + back1
                     du = (0.5 * step) * d2 + d1
                     pwm = (0.5 * step) * d2
@@ -335,6 +423,13 @@ def _matmul_tf32(enabled: bool):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def _scratch(B: int, N: int, BM: int, BK: int, like: Tensor) -> Tensor:
+    """Per-program room for the states of a streamed product (``like``, unused, when held on chip)."""
+    if BK == N:
+        return like
+    return torch.empty(triton.cdiv(B, BM), 2, N, BM, device=like.device, dtype=like.dtype)
 
 
 def _sum_outer(P: Tensor, first: Tensor, rest: Tensor) -> Tensor:
@@ -367,12 +462,13 @@ class _FusedScan(torch.autograd.Function):
         s2 = torch.empty_like(out) if save and need_s2 else out
         mid = torch.empty_like(out) if save and method != 0 else out
         BM, warps, stages = _launch_config("forward", N)
+        BK = _matrix_block(N)
         LAST_COMPILED["forward"] = _scan_forward[(triton.cdiv(B, BM),)](
             u, h0.contiguous(), A.contiguous() if has_a else W, W.contiguous(),
             scale if scale is not None else out, lengths if lengths is not None else out,
             out, s1, s2, mid, h_last,
-            T, B, float(eps), float(alpha),
-            N=N, BM=BM, METHOD=method, HAS_A=has_a, GATED=gated, G=2 if gated else 1,
+            T, B, float(eps), float(alpha), _scratch(B, N, BM, BK, out),
+            N=N, BM=BM, BK=BK, METHOD=method, HAS_A=has_a, GATED=gated, G=2 if gated else 1,
             HAS_SCALE=scale is not None, HAS_LEN=lengths is not None, SAVE=save,
             PRECISION="tf32" if allow_tf32 else "ieee", num_warps=warps, num_stages=stages,
         )  # fmt: skip
@@ -395,11 +491,15 @@ class _FusedScan(torch.autograd.Function):
         pwm = torch.empty_like(out) if two_stage else out
         gh0 = torch.empty_like(h0)
         BM, warps, stages = _launch_config("backward", N)
+        BK = _matrix_block(N)
+        At, Wt = A if has_a else W, W
+        if BK < N:  # streamed: row-major Wᵀ, Aᵀ load as fast as W, A (tf32 MMA needs K-major tiles)
+            At, Wt = At.T.contiguous(), Wt.T.contiguous()
         LAST_COMPILED["backward"] = _scan_backward[(triton.cdiv(B, BM),)](
-            g_out, g_hlast, A if has_a else W, W, scale if scale is not None else out,
+            g_out, g_hlast, At, Wt, scale if scale is not None else out,
             lengths if lengths is not None else out, s1, s2, du, pa, pam, pwm, gh0,
-            T, B, float(eps), float(alpha),
-            N=N, BM=BM, METHOD=method, HAS_A=has_a, GATED=gated, G=G,
+            T, B, float(eps), float(alpha), _scratch(B, N, BM, BK, out),
+            N=N, BM=BM, BK=BK, METHOD=method, HAS_A=has_a, GATED=gated, G=G,
             HAS_SCALE=scale is not None, HAS_LEN=lengths is not None,
             PRECISION="tf32" if allow_tf32 else "ieee", num_warps=warps, num_stages=stages,
         )  # fmt: skip
@@ -455,10 +555,13 @@ class TritonBackend:
         if cell.method.name not in METHOD_CODES:
             return f"method {cell.method.name!r} has no fused kernel (euler, midpoint, heun have)"
         N = cell.hidden_size
-        if N < 16 or N > MAX_HIDDEN or N & (N - 1):
+        if N < 16 or N & (N - 1):
+            return f"hidden_size {N} is not a power of two >= 16 (the fused kernels' tiles are)"
+        if N > MAX_HIDDEN:
             return (
-                f"hidden_size {N} is not a power of two in [16, {MAX_HIDDEN}] (the fused kernel keeps A and W "
-                "in shared memory for the whole sequence)"
+                f"hidden_size {N} > {MAX_HIDDEN}: the fused kernel holds A and W in shared memory up to "
+                f"N = {ON_CHIP_HIDDEN} and streams them from L2 up to N = {MAX_HIDDEN}; wider states do not "
+                "fit in registers"
             )
         if x.dtype != torch.float32:
             return f"the fused kernels run float32, got {x.dtype}"

@@ -492,9 +492,8 @@ class _FusedScan(torch.autograd.Function):
         gh0 = torch.empty_like(h0)
         BM, warps, stages = _launch_config("backward", N)
         BK = _matrix_block(N)
-        At, Wt = A if has_a else W, W
-        if BK < N:  # streamed: row-major Wᵀ, Aᵀ load as fast as W, A (tf32 MMA needs K-major tiles)
-            At, Wt = At.T.contiguous(), Wt.T.contiguous()
+        Wt = W.T.contiguous() if BK < N else W  # streamed: row-major Wᵀ, Aᵀ (tf32 MMA needs K-major tiles)
+        At = (A.T.contiguous() if BK < N else A) if has_a else Wt  # without A, one copy serves both
         LAST_COMPILED["backward"] = _scan_backward[(triton.cdiv(B, BM),)](
             g_out, g_hlast, At, Wt, scale if scale is not None else out,
             lengths if lengths is not None else out, s1, s2, du, pa, pam, pwm, gh0,

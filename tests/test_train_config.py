@@ -78,7 +78,7 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.epochs=2.5", "train.epochs: expected an integer"),
         ("train.epochs=true", "train.epochs: expected an integer"),
         ("train.epochs=0", "train.epochs: must be > 0"),
-        ("train.optimizer=adamw", "train.optimizer: must be one of 'adam', 'sgd'"),
+        ("train.optimizer=adamw", "train.optimizer: must be one of 'adam', 'sgd', 'adagrad'"),
         ("train.device=gpu", "train.device: must be 'auto', 'cpu'"),
         ("train.backend=turbo", "train.backend: must be one of auto"),
         ("train.lr_milestones=[90, 30]", "train.lr_milestones: must be increasing"),
@@ -107,6 +107,18 @@ def test_bad_keys_and_values_are_named(override, named):
 
 def test_momentum_is_fine_with_sgd():
     assert parse_config(MINIMAL, ["train.optimizer=sgd", "train.momentum=0.9"]).train.momentum == 0.9
+
+
+def test_momentum_is_refused_with_adagrad():
+    with pytest.raises(ConfigError, match="train.momentum: only used with optimizer = 'sgd'"):
+        parse_config(MINIMAL, ["train.optimizer=adagrad", "train.momentum=0.9"])
+
+
+def test_every_optimizer_name_has_a_factory():
+    from lipschitz_rnn.train.config import OPTIMIZER_NAMES
+    from lipschitz_rnn.train.loop import OPTIMIZERS
+
+    assert set(OPTIMIZER_NAMES) == set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize(

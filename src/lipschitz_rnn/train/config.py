@@ -87,6 +87,11 @@ def _non_negative(v) -> Optional[str]:
     return None if v >= 0 else "must be >= 0"
 
 
+#: the ``train.optimizer`` names; their factories are ``loop.OPTIMIZERS`` (a test keeps the two in step;
+#: this module does not import torch)
+OPTIMIZER_NAMES = ("adam", "sgd", "adagrad")
+
+
 def _one_of(*choices: str) -> Callable[[Any], Optional[str]]:
     return lambda v: None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
 
@@ -192,7 +197,7 @@ CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "train.epochs": _positive,
     "train.batch_size": _positive,
     "train.eval_batch_size": _positive,
-    "train.optimizer": _one_of("adam", "sgd"),
+    "train.optimizer": _one_of(*OPTIMIZER_NAMES),
     "train.lr": _positive,
     "train.momentum": _non_negative,
     "train.weight_decay": _non_negative,

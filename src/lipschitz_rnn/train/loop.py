@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -406,11 +406,17 @@ def _has_split(task: SequenceTask, split: str) -> bool:
         return False
 
 
+#: ``train.optimizer`` name -> factory(parameters, train config); a new optimizer is one entry
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, tc: torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay),
+    "sgd": lambda params, tc: torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay),
+    # the AntisymmetricRNN paper trained with SGD-momentum or Adagrad [ASR]
+    "adagrad": lambda params, tc: torch.optim.Adagrad(params, lr=tc.lr, weight_decay=tc.weight_decay),
+}
+
+
 def _make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    tc = cfg.train
-    if tc.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    return OPTIMIZERS[cfg.train.optimizer](model.parameters(), cfg.train)
 
 
 def _diverged(cfg, run_dir: Path, log, main: bool, epoch: int, step: int, loss: float, norm: float, history, best):

@@ -57,6 +57,9 @@ def load_spec(path: str) -> dict:
     for config in spec["apply"].get("configs", []):
         if not Path(config).is_file():
             sys.exit(f"val_search: {path}: apply config {config!r} does not exist")
+    variant = spec["apply"].get("variant")
+    if variant is not None and not (isinstance(variant, str) and variant.replace("_", "").isalnum()):
+        sys.exit(f"val_search: {path}: [apply] variant must be letters, digits and '_' (got {variant!r})")
     return spec
 
 
@@ -151,9 +154,20 @@ def holds(config: str, overrides: list[str]) -> bool:
     return True
 
 
+def variant_name(config: str, variant: str) -> str:
+    """The final run of a choice with ``[apply] variant``: the row's name with ``_<variant>``."""
+    from lipschitz_rnn.train.config import load_config
+
+    return f"{load_config(config).experiment.name}_{variant}"
+
+
 def final_jobs(record: dict) -> list[str]:
     """One device-queue job per ``apply`` config. With ``skip_unchanged = true`` a config that already
-    holds the chosen values gets a comment instead: its committed row is the final run of the choice."""
+    holds the chosen values gets a comment instead: its committed row is the final run of the choice.
+
+    With ``variant`` the final run is named ``<row>_<variant>`` and the row stays as committed until
+    ``confirm`` has compared the two at full length; without it (the searches before round 14) the final
+    run is the row itself."""
     apply = record["apply"]
     seeds = ",".join(str(s) for s in apply.get("seeds", [0]))
     chosen = record["chosen"]["overrides"]
@@ -161,8 +175,11 @@ def final_jobs(record: dict) -> list[str]:
     for config in apply.get("configs", []):
         if apply.get("skip_unchanged", False) and holds(config, chosen):
             jobs.append(f"# {config} already holds {' '.join(chosen)}: its committed row stands")
-        else:
-            jobs.append(f"{config}:{seeds}:{','.join(chosen)}")
+            continue
+        overrides = list(chosen)
+        if apply.get("variant"):
+            overrides.append(f"experiment.name={variant_name(config, apply['variant'])}")
+        jobs.append(f"{config}:{seeds}:{','.join(overrides)}")
     return jobs
 
 

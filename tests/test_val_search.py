@@ -104,6 +104,22 @@ def test_skip_unchanged_keeps_the_rows_of_configs_that_already_hold_the_choice(t
     assert val_search.final_jobs(record)[1] == expected
 
 
+def test_a_variant_names_the_final_runs_apart_from_the_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    _finish(runs, "search-toy-optimizeradagrad-lr0.01", 95.0, 90.0)
+    grid = '"train.optimizer" = ["adagrad"]\n"train.lr" = [0.01]\n'
+    record = val_search.select(val_search.load_spec(_spec(tmp_path, grid, 'variant = "adagrad"\n')), runs)
+    assert val_search.final_jobs(record) == [
+        "configs/smnist/antisymmetric_n128.toml:0,1:train.optimizer=adagrad,train.lr=0.01,"
+        "experiment.name=smnist_antisymmetric_n128_adagrad",
+        "configs/pmnist/antisymmetric_n128.toml:0,1:train.optimizer=adagrad,train.lr=0.01,"
+        "experiment.name=pmnist_antisymmetric_n128_adagrad",
+    ]
+    with pytest.raises(SystemExit, match="variant must be letters"):
+        val_search.load_spec(_spec(tmp_path, grid, 'variant = "a,b"\n'))
+
+
 def test_bad_specs_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="must be a non-empty list"):
@@ -126,3 +142,9 @@ def test_committed_specs_give_valid_trial_and_final_configs(path, monkeypatch):
     for config in spec["apply"]["configs"]:  # every grid value is a valid override of every target
         for trial in val_search.trials(spec):
             load_config(config, trial["overrides"])
+    record = {"apply": spec["apply"], "chosen": {"overrides": val_search.trials(spec)[0]["overrides"]}}
+    for job in val_search.final_jobs(record):  # and the final runs resolve, under their own names if a variant
+        if not job.startswith("#"):
+            config, _seeds, overrides = job.split(":")
+            name = load_config(config, overrides.split(",")).experiment.name
+            assert (name != load_config(config).experiment.name) == bool(spec["apply"].get("variant"))

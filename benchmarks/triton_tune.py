@@ -16,12 +16,17 @@ import itertools
 import json
 import re
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import lipschitz_rnn as lr
 from lipschitz_rnn.backends import fused_triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recurrence import git_commit  # the benchmark's own record of the commit
 
 
 def bench(fn, warmup=3, repeats=15):
@@ -146,6 +151,8 @@ def main():
                 )
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "B": args.B, "T": args.T}
     meta["triton"] = fused_triton.triton.__version__
+    meta["git_commit"] = git_commit()
+    meta["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     with open(args.out, "w") as f:
         json.dump({**meta, "records": records}, f, indent=1)
 

@@ -61,18 +61,21 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 #: (rows per program, warps, software-pipeline stages) by kernel and hidden size; chosen by the
 #: sweep in benchmarks/triton_tune.py (which overrides entries to measure alternatives). The
-#: stages pipeline the streamed products' block loop (N > ON_CHIP_HIDDEN); the streamed
-#: entries were set without a GPU from the compiled kernels' shared memory and spills, untimed.
+#: stages pipeline the streamed products' block loop (N > ON_CHIP_HIDDEN). N = 256: the sweep on
+#: an H200 (benchmarks/results/triton-tuning/v4-streamed-n256.json) put 3 stages of 16-column
+#: blocks first for both Euler and midpoint (fwd+bwd at T = 1024 -9 % and -8 % against 2 stages
+#: of 32); N = 512 was set from the compiled kernels' shared memory and spills.
 LAUNCH_CONFIGS: dict[tuple[str, int], tuple[int, int, int]] = {
     **{(kernel, n): (16, 4 if n <= 64 else 8, 1) for kernel in ("forward", "backward") for n in (16, 32, 64, 128)},
-    **{(kernel, n): (16, 8, 2) for kernel in ("forward", "backward") for n in (256, 512)},
+    **{(kernel, 256): (16, 8, 3) for kernel in ("forward", "backward")},
+    **{(kernel, 512): (16, 8, 2) for kernel in ("forward", "backward")},
 }
 #: Up to this N, A and W live in shared memory for the whole loop (2 N² fp32 next to the state tiles).
 ON_CHIP_HIDDEN = 128
 #: Beyond ON_CHIP_HIDDEN: columns of A and W per block of the streamed products, which read the
 #: matrices from global memory (L2) every step. Blocks of A and W (2 × N × block fp32) per
 #: pipeline stage share the 227 KB of shared memory; smaller blocks spill less.
-STREAM_BLOCKS: dict[int, int] = {256: 32, 512: 16}
+STREAM_BLOCKS: dict[int, int] = {256: 16, 512: 16}
 #: Largest N compiled: the state tiles (N × 16 fp32 each) must still fit in registers (N = 512
 #: already spills 1-2 KB per thread).
 MAX_HIDDEN = 512

@@ -61,14 +61,14 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 #: (rows per program, warps, software-pipeline stages) by kernel and hidden size; chosen by the
 #: sweep in benchmarks/triton_tune.py (which overrides entries to measure alternatives). The
-#: stages pipeline the streamed products' block loop (N > ON_CHIP_HIDDEN). N = 256: the sweep on
-#: an H200 (benchmarks/results/triton-tuning/v4-streamed-n256.json) put 3 stages of 16-column
-#: blocks first for both Euler and midpoint (fwd+bwd at T = 1024 -9 % and -8 % against 2 stages
-#: of 32); N = 512 was set from the compiled kernels' shared memory and spills.
+#: stages pipeline the streamed products' block loop (N > ON_CHIP_HIDDEN). The sweeps on an H200
+#: (benchmarks/results/triton-tuning/v4-streamed-n{256,512}.json) put 3 stages of 16-column blocks
+#: first for midpoint at N = 256 and for both cells at N = 512, and within 6 % of first (3 stages of
+#: 32) for Euler at N = 256; against the earlier 2 stages of 32 (N = 256) and of 16 (N = 512) that
+#: is -8 to -12 % on forward + backward.
 LAUNCH_CONFIGS: dict[tuple[str, int], tuple[int, int, int]] = {
     **{(kernel, n): (16, 4 if n <= 64 else 8, 1) for kernel in ("forward", "backward") for n in (16, 32, 64, 128)},
-    **{(kernel, 256): (16, 8, 3) for kernel in ("forward", "backward")},
-    **{(kernel, 512): (16, 8, 2) for kernel in ("forward", "backward")},
+    **{(kernel, n): (16, 8, 3) for kernel in ("forward", "backward") for n in (256, 512)},
 }
 #: Up to this N, A and W live in shared memory for the whole loop (2 N² fp32 next to the state tiles).
 ON_CHIP_HIDDEN = 128

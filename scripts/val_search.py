@@ -19,6 +19,19 @@ the earlier trial in grid order. It writes ``<record>/<spec>.json`` with every t
 overrides, validation curve and timing and the choice, and prints one device-queue job per
 ``apply`` config: that config with the chosen values as overrides. A missing or unfinished
 trial is an error unless ``--partial`` is given, which then ranks the finished ones and says so.
+
+A short trial can choose wrongly at full length (it did twice: the pixel-CIFAR rate and the plain
+AntisymmetricRNN rate), so a spec with ``[apply] variant = "..."`` runs its final jobs under
+``<row>_<variant>`` and leaves the rows alone. Then
+
+    python scripts/val_search.py confirm configs/searches/a.toml configs/searches/b.toml \
+        --runs results --record results/search
+
+compares, per ``apply`` config, the full-length best validation (mean over the apply seeds) of the
+committed row and of every given spec's variant run, and writes the verdict into each spec's record
+(``confirmed``): the row stands unless a variant beats it (ties keep the row). A config adopts a
+choice only by being edited to hold it (and its row re-run); ``tests/test_val_search.py`` checks
+that the committed configs agree with the committed verdicts.
 """
 
 from __future__ import annotations
@@ -183,6 +196,82 @@ def final_jobs(record: dict) -> list[str]:
     return jobs
 
 
+def _mean_val_best(runs: Path, name: str, seeds: list[int]) -> tuple[float | None, bool, list[str]]:
+    """Mean best validation metric of ``name`` over ``seeds`` (None if a seed diverged), the
+    direction, and the seeds' summaries that are missing or unfinished."""
+    values, missing, higher = [], [], True
+    for seed in seeds:
+        summary_path = runs / name / f"seed{seed}" / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        if summary is None or summary.get("status") not in ("completed", "diverged"):
+            missing.append(f"{name}/seed{seed}")
+            continue
+        higher = summary.get("higher_is_better", True)
+        values.append(summary["val_best"] if summary.get("status") == "completed" else None)
+    if missing or None in values:
+        return None, higher, missing
+    return sum(values) / len(values), higher, missing
+
+
+def _better(a: float, b: float, higher: bool) -> bool:
+    return a > b if higher else a < b
+
+
+def confirm(specs: list[dict], runs: Path) -> dict[str, dict]:
+    """Per ``apply`` config of the variant specs: the row and every variant at full length, and the verdict."""
+    from lipschitz_rnn.train.config import load_config
+
+    configs: dict[str, list[dict]] = {}
+    for spec in specs:
+        if not spec["apply"].get("variant"):
+            sys.exit(f"val_search: {spec['search']['name']!r} has no [apply] variant: its final runs are the rows")
+        for config in spec["apply"].get("configs", []):
+            configs.setdefault(config, []).append(spec)
+    verdicts = {}
+    for config, config_specs in configs.items():
+        row = load_config(config).experiment.name
+        seeds = [int(s) for s in config_specs[0]["apply"].get("seeds", [0])]
+        row_val, higher, missing = _mean_val_best(runs, row, seeds)
+        if missing or row_val is None:
+            sys.exit(f"val_search: the row of {config} has no finished full-length run under {runs}: {missing or row}")
+        candidates = []
+        for spec in config_specs:
+            name = variant_name(config, spec["apply"]["variant"])
+            val, _, missing = _mean_val_best(runs, name, seeds)
+            if missing:
+                sys.exit(f"val_search: unfinished final runs of {spec['search']['name']!r}: {', '.join(missing)}")
+            candidates.append({"search": spec["search"]["name"], "name": name, "val_best": val})
+        winner = None
+        for candidate in candidates:  # strictly better than the row and than the earlier variants
+            if candidate["val_best"] is not None and _better(candidate["val_best"], row_val, higher):
+                if winner is None or _better(candidate["val_best"], winner["val_best"], higher):
+                    winner = candidate
+        verdicts[config] = {
+            "row": {"name": row, "val_best": row_val},
+            "variants": candidates,
+            "seeds": seeds,
+            "adopt": winner["search"] if winner else None,
+            "compared_by": "mean best validation over the seeds at full length; ties keep the row; test is not read",
+        }
+    return verdicts
+
+
+def _confirm_lines(verdicts: dict[str, dict]) -> list[str]:
+    lines = []
+    for config, verdict in verdicts.items():
+        row = verdict["row"]
+        others = ", ".join(f"{v['name']} {v['val_best']}" for v in verdict["variants"])
+        if verdict["adopt"] is None:
+            lines.append(f"{config}: the row {row['name']} stands (val {row['val_best']}; {others})")
+        else:
+            winner = next(v for v in verdict["variants"] if v["search"] == verdict["adopt"])
+            lines.append(
+                f"{config}: adopt the choice of {verdict['adopt']}: {winner['name']} val {winner['val_best']} against "
+                f"the row's {row['val_best']} ({others}); edit the config to hold it and re-run the row"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,7 +282,23 @@ def main(argv: list[str] | None = None) -> None:
     select_parser.add_argument("--runs", default="runs")
     select_parser.add_argument("--record", default="results/search", help="folder for <spec>.json")
     select_parser.add_argument("--partial", action="store_true", help="rank the finished trials if some are missing")
+    confirm_parser = sub.add_parser("confirm", help="compare the variant final runs with the rows at full length")
+    confirm_parser.add_argument("specs", nargs="+")
+    confirm_parser.add_argument("--runs", default="results", help="folder with the rows' and the variants' runs")
+    confirm_parser.add_argument("--record", default="results/search", help="folder of the specs' <spec>.json")
     args = parser.parse_args(argv)
+    if args.command == "confirm":
+        specs = [load_spec(path) for path in args.specs]
+        verdicts = confirm(specs, Path(args.runs))
+        for spec in specs:
+            path = Path(args.record) / f"{spec['search']['name']}.json"
+            if not path.is_file():
+                sys.exit(f"val_search: {path} does not exist: run `select` first")
+            record = json.loads(path.read_text())
+            record["confirmed"] = {c: v for c, v in verdicts.items() if c in spec["apply"].get("configs", [])}
+            path.write_text(json.dumps(record, indent=2) + "\n")
+        print("\n".join(_confirm_lines(verdicts)))
+        return
     for path in args.specs:
         spec = load_spec(path)
         if args.command == "jobs":

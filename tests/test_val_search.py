@@ -120,6 +120,80 @@ def test_a_variant_names_the_final_runs_apart_from_the_rows(tmp_path, monkeypatc
         val_search.load_spec(_spec(tmp_path, grid, 'variant = "a,b"\n'))
 
 
+def _finish_full(runs, name, val_best, seed=0, higher=True, status="completed"):
+    run = runs / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    summary = {"status": status, "val_best": val_best, "higher_is_better": higher, "test_best_val": 0.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def _variant_spec(tmp_path, name, variant, seeds="[0, 1]"):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[search]\nname = "{name}"\nbase = "configs/smnist/antisymmetric_n128.toml"\n[grid]\n"train.lr" = [0.01]\n'
+        f'[apply]\nconfigs = ["configs/smnist/antisymmetric_n128.toml"]\nseeds = {seeds}\nvariant = "{variant}"\n'
+    )
+    return str(path)
+
+
+def test_confirm_keeps_the_row_unless_a_variant_beats_it_at_full_length(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    runs, record = tmp_path / "runs", tmp_path / "rec"
+    record.mkdir()
+    for name in ("sgd_search", "adagrad_search"):
+        (record / f"{name}.json").write_text(json.dumps({"chosen": {"overrides": ["train.lr=0.01"]}}))
+    specs = [_variant_spec(tmp_path, "sgd_search", "sgd"), _variant_spec(tmp_path, "adagrad_search", "adagrad")]
+    row = "smnist_antisymmetric_n128"
+    for seed, (r, sgd, adagrad) in enumerate([(97.0, 99.0, 97.5), (97.0, 95.0, 96.9)]):
+        _finish_full(runs, row, r, seed)
+        _finish_full(runs, f"{row}_sgd", sgd, seed)
+        _finish_full(runs, f"{row}_adagrad", adagrad, seed)
+    # means: row 97.0, sgd 97.0 (a tie keeps the row), adagrad 97.2: adagrad is adopted, on means over the seeds
+    val_search.main(["confirm", *specs, "--runs", str(runs), "--record", str(record)])
+    printed = capsys.readouterr().out
+    assert printed.startswith("configs/smnist/antisymmetric_n128.toml: adopt the choice of adagrad_search")
+    verdict = json.loads((record / "sgd_search.json").read_text())["confirmed"][
+        "configs/smnist/antisymmetric_n128.toml"
+    ]
+    assert verdict["adopt"] == "adagrad_search" and verdict["row"] == {"name": row, "val_best": 97.0}
+    assert [v["val_best"] for v in verdict["variants"]] == [97.0, pytest.approx(97.2)]
+
+    # a diverged seed rules its variant out; the row then stands
+    (runs / f"{row}_adagrad" / "seed1" / "summary.json").write_text(json.dumps({"status": "diverged", "val_best": 99}))
+    verdicts = val_search.confirm([val_search.load_spec(p) for p in specs], runs)
+    assert verdicts["configs/smnist/antisymmetric_n128.toml"]["adopt"] is None
+
+
+def test_confirm_refuses_unfinished_runs_and_specs_without_a_variant(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    _finish_full(runs, "smnist_antisymmetric_n128", 97.0)
+    spec = val_search.load_spec(_variant_spec(tmp_path, "s", "sgd", seeds="[0]"))
+    with pytest.raises(SystemExit, match="unfinished final runs of 's': smnist_antisymmetric_n128_sgd/seed0"):
+        val_search.confirm([spec], runs)
+    with pytest.raises(SystemExit, match="has no .apply. variant"):
+        val_search.confirm([val_search.load_spec(_spec(tmp_path))], runs)
+    # lower is better (bits per character): 1.5 beats the row's 1.6
+    _finish_full(runs, "smnist_antisymmetric_n128_sgd", 1.5, higher=False)
+    (runs / "smnist_antisymmetric_n128" / "seed0" / "summary.json").write_text(
+        json.dumps({"status": "completed", "val_best": 1.6, "higher_is_better": False})
+    )
+    assert val_search.confirm([spec], runs)["configs/smnist/antisymmetric_n128.toml"]["adopt"] == "s"
+
+
+RECORDS = sorted((ROOT / "results" / "search").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
+def test_committed_configs_agree_with_the_committed_verdicts(path, monkeypatch):
+    """A config holds a variant search's choice exactly when `confirm` recorded that choice as adopted."""
+    monkeypatch.chdir(ROOT)
+    record = json.loads(path.read_text())
+    for config, verdict in record.get("confirmed", {}).items():
+        adopted = verdict["adopt"] == record["search"]["name"]
+        assert val_search.holds(config, record["chosen"]["overrides"]) == adopted, config
+
+
 def test_bad_specs_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="must be a non-empty list"):

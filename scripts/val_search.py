@@ -167,11 +167,16 @@ def holds(config: str, overrides: list[str]) -> bool:
     return True
 
 
-def variant_name(config: str, variant: str) -> str:
-    """The final run of a choice with ``[apply] variant``: the row's name with ``_<variant>``."""
+def row_name(config: str) -> str:
+    """The run name of the row a config trains (its ``experiment.name``)."""
     from lipschitz_rnn.train.config import load_config
 
-    return f"{load_config(config).experiment.name}_{variant}"
+    return load_config(config).experiment.name
+
+
+def variant_name(row: str, variant: str) -> str:
+    """The final run of a choice with ``[apply] variant``: the row's name with ``_<variant>``."""
+    return f"{row}_{variant}"
 
 
 def final_jobs(record: dict) -> list[str]:
@@ -191,7 +196,7 @@ def final_jobs(record: dict) -> list[str]:
             continue
         overrides = list(chosen)
         if apply.get("variant"):
-            overrides.append(f"experiment.name={variant_name(config, apply['variant'])}")
+            overrides.append(f"experiment.name={variant_name(row_name(config), apply['variant'])}")
         jobs.append(f"{config}:{seeds}:{','.join(overrides)}")
     return jobs
 
@@ -219,8 +224,6 @@ def _better(a: float, b: float, higher: bool) -> bool:
 
 def confirm(specs: list[dict], runs: Path) -> dict[str, dict]:
     """Per ``apply`` config of the variant specs: the row and every variant at full length, and the verdict."""
-    from lipschitz_rnn.train.config import load_config
-
     configs: dict[str, list[dict]] = {}
     for spec in specs:
         if not spec["apply"].get("variant"):
@@ -229,14 +232,14 @@ def confirm(specs: list[dict], runs: Path) -> dict[str, dict]:
             configs.setdefault(config, []).append(spec)
     verdicts = {}
     for config, config_specs in configs.items():
-        row = load_config(config).experiment.name
+        row = row_name(config)
         seeds = [int(s) for s in config_specs[0]["apply"].get("seeds", [0])]
         row_val, higher, missing = _mean_val_best(runs, row, seeds)
         if missing or row_val is None:
             sys.exit(f"val_search: the row of {config} has no finished full-length run under {runs}: {missing or row}")
         candidates = []
         for spec in config_specs:
-            name = variant_name(config, spec["apply"]["variant"])
+            name = variant_name(row, spec["apply"]["variant"])
             val, _, missing = _mean_val_best(runs, name, seeds)
             if missing:
                 sys.exit(f"val_search: unfinished final runs of {spec['search']['name']!r}: {', '.join(missing)}")

@@ -28,8 +28,8 @@ def _spec(tmp_path, grid='"model.eps" = [0.01, 0.1]\n"train.lr" = [0.001, 0.003]
     return str(path)
 
 
-def _finish(runs, name, val_best, test, higher=True, status="completed"):
-    run = runs / name / "seed0"
+def _finish(runs, name, val_best, test, higher=True, status="completed", seed=0):
+    run = runs / name / f"seed{seed}"
     run.mkdir(parents=True)
     summary = {"status": status, "val_best": val_best, "best_epoch": 3, "epochs": 10, "test_best_val": test,
                "metric": "accuracy", "higher_is_better": higher, "time_per_epoch_s": 2.0}  # fmt: skip
@@ -120,13 +120,6 @@ def test_a_variant_names_the_final_runs_apart_from_the_rows(tmp_path, monkeypatc
         val_search.load_spec(_spec(tmp_path, grid, 'variant = "a,b"\n'))
 
 
-def _finish_full(runs, name, val_best, seed=0, higher=True, status="completed"):
-    run = runs / name / f"seed{seed}"
-    run.mkdir(parents=True)
-    summary = {"status": status, "val_best": val_best, "higher_is_better": higher, "test_best_val": 0.0}
-    (run / "summary.json").write_text(json.dumps(summary))
-
-
 def _variant_spec(tmp_path, name, variant, seeds="[0, 1]"):
     path = tmp_path / f"{name}.toml"
     path.write_text(
@@ -145,9 +138,9 @@ def test_confirm_keeps_the_row_unless_a_variant_beats_it_at_full_length(tmp_path
     specs = [_variant_spec(tmp_path, "sgd_search", "sgd"), _variant_spec(tmp_path, "adagrad_search", "adagrad")]
     row = "smnist_antisymmetric_n128"
     for seed, (r, sgd, adagrad) in enumerate([(97.0, 99.0, 97.5), (97.0, 95.0, 96.9)]):
-        _finish_full(runs, row, r, seed)
-        _finish_full(runs, f"{row}_sgd", sgd, seed)
-        _finish_full(runs, f"{row}_adagrad", adagrad, seed)
+        _finish(runs, row, r, 0.0, seed=seed)
+        _finish(runs, f"{row}_sgd", sgd, 0.0, seed=seed)
+        _finish(runs, f"{row}_adagrad", adagrad, 0.0, seed=seed)
     # means: row 97.0, sgd 97.0 (a tie keeps the row), adagrad 97.2: adagrad is adopted, on means over the seeds
     val_search.main(["confirm", *specs, "--runs", str(runs), "--record", str(record)])
     printed = capsys.readouterr().out
@@ -167,14 +160,14 @@ def test_confirm_keeps_the_row_unless_a_variant_beats_it_at_full_length(tmp_path
 def test_confirm_refuses_unfinished_runs_and_specs_without_a_variant(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     runs = tmp_path / "runs"
-    _finish_full(runs, "smnist_antisymmetric_n128", 97.0)
+    _finish(runs, "smnist_antisymmetric_n128", 97.0, 0.0)
     spec = val_search.load_spec(_variant_spec(tmp_path, "s", "sgd", seeds="[0]"))
     with pytest.raises(SystemExit, match="unfinished final runs of 's': smnist_antisymmetric_n128_sgd/seed0"):
         val_search.confirm([spec], runs)
     with pytest.raises(SystemExit, match="has no .apply. variant"):
         val_search.confirm([val_search.load_spec(_spec(tmp_path))], runs)
     # lower is better (bits per character): 1.5 beats the row's 1.6
-    _finish_full(runs, "smnist_antisymmetric_n128_sgd", 1.5, higher=False)
+    _finish(runs, "smnist_antisymmetric_n128_sgd", 1.5, 0.0, higher=False)
     (runs / "smnist_antisymmetric_n128" / "seed0" / "summary.json").write_text(
         json.dumps({"status": "completed", "val_best": 1.6, "higher_is_better": False})
     )

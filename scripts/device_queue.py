@@ -5,7 +5,9 @@
 
 Each job is ``CONFIG:SEEDS[:OVERRIDE,...]``; overrides are ``key=value`` pairs for
 ``lipschitz-rnn train`` (``experiment.name=...`` names a variant). Jobs start in the order
-given, ``--per-gpu`` at a time on each GPU. A run lives in ``runs/<experiment>/seed<k>``:
+given, ``--per-gpu`` at a time on each GPU, dealt out across the GPUs in turn (the first job
+on GPU 0, the second on GPU 1, ...), so that the long jobs a list puts first do not share one
+GPU. A run lives in ``runs/<experiment>/seed<k>``:
 one finished earlier (it has ``summary.json``) is skipped, one with a checkpoint resumes
 (``--resume``), and the run still going at the deadline is killed and resumes next time.
 Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``.
@@ -82,6 +84,12 @@ def parse_jobs(specs: list[str]) -> list[Job]:
         overrides = [o for o in (rest[0].split(",") if rest else []) if o]
         jobs += [Job(config, int(seed), overrides) for seed in seeds.split(",")]
     return jobs
+
+
+def slot_gpus(gpus: int, per_gpu: int) -> list[int]:
+    """The GPU of each worker slot, in the order the slots start and take jobs: the GPUs in turn
+    (0, 1, ..., 0, 1, ...), so that consecutive jobs of a list land on different GPUs."""
+    return [gpu for _ in range(per_gpu) for gpu in range(gpus)]
 
 
 def gpu_count() -> int:
@@ -197,7 +205,7 @@ def main() -> None:
     # OpenMP thread per core oversubscribe the CPU, and every small CPU op then waits on a barrier
     # (measured: 384 ms per pMNIST step instead of 5.5 with 15 runs on 64 cores).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, min(4, (os.cpu_count() or 1) // (gpus * per_gpu)))))
-    threads = [threading.Thread(target=worker, args=(g,)) for g in range(gpus) for _ in range(per_gpu) if jobs]
+    threads = [threading.Thread(target=worker, args=(g,)) for g in slot_gpus(gpus, per_gpu) if jobs]
     for thread in threads:
         thread.start()
         time.sleep(2)  # staggered starts: data loading and Triton compilation overlap less

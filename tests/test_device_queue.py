@@ -91,3 +91,10 @@ def test_pack_only_trains_nothing_and_reports_every_list(tmp_path, monkeypatch):
     device_queue.main()
     assert (out / "status.txt").read_text() == "done runs/done/seed0\nunfinished runs/going/seed0 1 epochs\n"
     assert "runs/done/seed0/summary.json" in _members(out / "runs-results.tgz")
+
+
+def test_slots_deal_consecutive_jobs_to_the_gpus_in_turn():
+    # the long jobs a list puts first must not share a GPU while another one idles
+    assert device_queue.slot_gpus(2, 3) == [0, 1, 0, 1, 0, 1]
+    assert device_queue.slot_gpus(1, 2) == [0, 0]
+    assert device_queue.slot_gpus(4, 1) == [0, 1, 2, 3]

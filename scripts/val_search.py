@@ -29,7 +29,8 @@ AntisymmetricRNN rate), so a spec with ``[apply] variant = "..."`` runs its fina
 
 compares, per ``apply`` config, the full-length best validation (mean over the apply seeds) of the
 committed row and of every given spec's variant run, and writes the verdict into each spec's record
-(``confirmed``): the row stands unless a variant beats it (ties keep the row). A config adopts a
+(``confirmed``): the row stands unless a variant beats it (ties keep the row; a spec with
+``skip_unchanged`` whose choice is the row's own setting has no variant run, and the row stands). A config adopts a
 choice only by being edited to hold it (and its row re-run); ``tests/test_val_search.py`` checks
 that the committed configs agree with the committed verdicts.
 """
@@ -222,8 +223,13 @@ def _better(a: float, b: float, higher: bool) -> bool:
     return a > b if higher else a < b
 
 
-def confirm(specs: list[dict], runs: Path) -> dict[str, dict]:
-    """Per ``apply`` config of the variant specs: the row and every variant at full length, and the verdict."""
+def confirm(specs: list[dict], runs: Path, chosen: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """Per ``apply`` config of the variant specs: the row and every variant at full length, and the verdict.
+
+    ``chosen`` maps a spec's name to its choice's overrides (from its record). A spec with
+    ``skip_unchanged = true`` whose choice a config already holds ran no final run for it: its
+    candidate there is the row itself (``"is_row": true``), and the row stands for it."""
+    chosen = chosen or {}
     configs: dict[str, list[dict]] = {}
     for spec in specs:
         if not spec["apply"].get("variant"):
@@ -239,6 +245,10 @@ def confirm(specs: list[dict], runs: Path) -> dict[str, dict]:
             sys.exit(f"val_search: the row of {config} has no finished full-length run under {runs}: {missing or row}")
         candidates = []
         for spec in config_specs:
+            choice = chosen.get(spec["search"]["name"])
+            if spec["apply"].get("skip_unchanged", False) and choice is not None and holds(config, choice):
+                candidates.append({"search": spec["search"]["name"], "name": row, "val_best": row_val, "is_row": True})
+                continue
             name = variant_name(row, spec["apply"]["variant"])
             val, _, missing = _mean_val_best(runs, name, seeds)
             if missing:
@@ -263,7 +273,10 @@ def _confirm_lines(verdicts: dict[str, dict]) -> list[str]:
     lines = []
     for config, verdict in verdicts.items():
         row = verdict["row"]
-        others = ", ".join(f"{v['name']} {v['val_best']}" for v in verdict["variants"])
+        others = ", ".join(
+            f"{v['search']} chose the row's own setting" if v.get("is_row") else f"{v['name']} {v['val_best']}"
+            for v in verdict["variants"]
+        )
         if verdict["adopt"] is None:
             lines.append(f"{config}: the row {row['name']} stands (val {row['val_best']}; {others})")
         else:
@@ -292,12 +305,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "confirm":
         specs = [load_spec(path) for path in args.specs]
-        verdicts = confirm(specs, Path(args.runs))
+        records = {}
         for spec in specs:
             path = Path(args.record) / f"{spec['search']['name']}.json"
             if not path.is_file():
                 sys.exit(f"val_search: {path} does not exist: run `select` first")
-            record = json.loads(path.read_text())
+            records[spec["search"]["name"]] = (path, json.loads(path.read_text()))
+        chosen = {name: record["chosen"]["overrides"] for name, (_, record) in records.items()}
+        verdicts = confirm(specs, Path(args.runs), chosen)
+        for spec in specs:
+            path, record = records[spec["search"]["name"]]
             record["confirmed"] = {c: v for c, v in verdicts.items() if c in spec["apply"].get("configs", [])}
             path.write_text(json.dumps(record, indent=2) + "\n")
         print("\n".join(_confirm_lines(verdicts)))

@@ -174,6 +174,36 @@ def test_confirm_refuses_unfinished_runs_and_specs_without_a_variant(tmp_path, m
     assert val_search.confirm([spec], runs)["configs/smnist/antisymmetric_n128.toml"]["adopt"] == "s"
 
 
+def test_confirm_counts_a_choice_of_the_rows_own_setting_as_the_row(tmp_path, monkeypatch, capsys):
+    # skip_unchanged: the search chose what the row already holds, so it ran no final run and the row stands
+    monkeypatch.chdir(ROOT)
+    runs, record = tmp_path / "runs", tmp_path / "rec"
+    record.mkdir()
+    path = tmp_path / "own.toml"
+    path.write_text(
+        '[search]\nname = "own"\nbase = "configs/smnist/antisymmetric_n128.toml"\n'
+        '[grid]\n"model.init_std" = [1.0, 2.0]\n'
+        '[apply]\nconfigs = ["configs/smnist/antisymmetric_n128.toml"]\nseeds = [0]\nvariant = "init"\n'
+        "skip_unchanged = true\n"
+    )
+    (record / "own.json").write_text(json.dumps({"chosen": {"overrides": ["model.init_std=1.0"]}}))
+    _finish(runs, "smnist_antisymmetric_n128", 97.0, 0.0)
+    val_search.main(["confirm", str(path), "--runs", str(runs), "--record", str(record)])
+    assert (
+        "the row smnist_antisymmetric_n128 stands (val 97.0; own chose the row's own setting)"
+        in capsys.readouterr().out
+    )
+    verdict = json.loads((record / "own.json").read_text())["confirmed"]["configs/smnist/antisymmetric_n128.toml"]
+    assert verdict["adopt"] is None
+    assert verdict["variants"] == [
+        {"search": "own", "name": "smnist_antisymmetric_n128", "val_best": 97.0, "is_row": True}
+    ]
+    # a choice the row does not hold still needs its variant run
+    (record / "own.json").write_text(json.dumps({"chosen": {"overrides": ["model.init_std=2.0"]}}))
+    with pytest.raises(SystemExit, match="unfinished final runs of 'own': smnist_antisymmetric_n128_init/seed0"):
+        val_search.main(["confirm", str(path), "--runs", str(runs), "--record", str(record)])
+
+
 RECORDS = sorted((ROOT / "results" / "search").glob("*.json"))
 
 
@@ -184,7 +214,9 @@ def test_committed_configs_agree_with_the_committed_verdicts(path, monkeypatch):
     record = json.loads(path.read_text())
     for config, verdict in record.get("confirmed", {}).items():
         adopted = verdict["adopt"] == record["search"]["name"]
-        assert val_search.holds(config, record["chosen"]["overrides"]) == adopted, config
+        own = next(v for v in verdict["variants"] if v["search"] == record["search"]["name"])
+        # a choice that is the row's own setting (skip_unchanged) is held without being adopted
+        assert val_search.holds(config, record["chosen"]["overrides"]) == (adopted or own.get("is_row", False)), config
 
 
 def test_bad_specs_are_named(tmp_path, monkeypatch):

@@ -62,6 +62,7 @@ def test_meta_records_versions_device_command_data_and_params(run):
         "num_layers": 1,
         "method": "midpoint",
         "params": 170,
+        "free_params": 170,  # 0 < β < 1: A and W keep all N² entries of their free matrices
     }
 
 
@@ -96,7 +97,8 @@ def test_summary_reports_best_validation_and_last_epoch_test_metrics(run):
     assert summary["best_epoch"] == best["epoch"]
     assert summary["test_best_val"] == best["test"]["accuracy"]
     assert summary["test_last"] == records[-1]["test"]["accuracy"]
-    assert summary["params"] == 170 and summary["seed"] == 0 and summary["method"] == "midpoint"
+    assert summary["params"] == summary["free_params"] == 170
+    assert summary["seed"] == 0 and summary["method"] == "midpoint"
     assert summary["time_per_epoch_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records) / 2)
 
 

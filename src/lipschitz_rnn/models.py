@@ -38,9 +38,25 @@ def model_names() -> list[str]:
     return MODELS.names()
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable scalars."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+def count_parameters(module: nn.Module, free: bool = False) -> int:
+    """Number of trainable scalars.
+
+    ``free=True`` counts a parametrised square matrix by the dimension of what its
+    parametrisation reaches instead of its n² entries: M − Mᵀ has n(n − 1)/2 (the
+    AntisymmetricRNN and expRNN papers count this way), S_{β,γ}(M) with 0 < β < 1 all n².
+
+        >>> import lipschitz_rnn as lr
+        >>> model = lr.SequenceClassifier(lr.build_model("antisymmetric", 1, 128, gated=True), 10)
+        >>> lr.count_parameters(model), lr.count_parameters(model, free=True)  # the ASR paper's "10k"
+        (18186, 9930)
+    """
+    total = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    if free:
+        for cell in module.modules():
+            for matrix, parametrization in getattr(cell, "parametrized_matrices", list)():
+                if matrix.requires_grad:
+                    total -= matrix.numel() - parametrization.free_parameters(matrix.shape[-1])
+    return total
 
 
 class SequenceClassifier(nn.Module):

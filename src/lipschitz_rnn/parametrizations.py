@@ -3,7 +3,9 @@
 Each class is an ``nn.Module`` mapping a free square matrix ``M`` to the constructed
 matrix, so it can be called directly (``SymmetricSkew(0.75, 0.001)(M)``) or attached with
 ``torch.nn.utils.parametrize.register_parametrization``. The cells call them once per
-forward pass, never per time step.
+forward pass, never per time step. ``free_parameters(n)`` is how many of the n² entries of
+``M`` the map keeps (the rank of its Jacobian): the skew-only maps keep n(n − 1)/2, which is
+how the AntisymmetricRNN and expRNN papers count their parameters.
 
     S_{β,γ}(M) = (1 − β)(M + Mᵀ) + β(M − Mᵀ) − γ I          (Lipschitz RNN, no factor ½)
     β = 1:  M − Mᵀ − γ I, every eigenvalue on Re λ = −γ      (AntisymmetricRNN)
@@ -47,6 +49,15 @@ class SymmetricSkew(nn.Module):
     def forward(self, M: Tensor) -> Tensor:
         return symmetric_skew(M, self.beta, self.gamma)
 
+    def free_parameters(self, n: int) -> int:
+        """Dimension of the set of n×n matrices this map reaches: n² for 0 < β < 1; β = 1 keeps only
+        the skew part, n(n − 1)/2; β = 0 only the symmetric part, n(n + 1)/2."""
+        if self.beta == 1.0:
+            return n * (n - 1) // 2
+        if self.beta == 0.0:
+            return n * (n + 1) // 2
+        return n * n
+
     def extra_repr(self) -> str:
         return f"beta={self.beta}, gamma={self.gamma}"
 
@@ -72,9 +83,17 @@ class CayleyOrthogonal(nn.Module):
         eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
         return torch.linalg.solve(eye + S, eye - S) * self.D.to(M.dtype)
 
+    def free_parameters(self, n: int) -> int:
+        """n(n − 1)/2: only the skew part of ``M`` reaches the result."""
+        return n * (n - 1) // 2
+
 
 class ExpOrthogonal(nn.Module):
     """``M ↦ exp(M − Mᵀ)``, the matrix exponential of a skew matrix (expRNN)."""
 
     def forward(self, M: Tensor) -> Tensor:
         return torch.linalg.matrix_exp(M - M.transpose(-2, -1))
+
+    def free_parameters(self, n: int) -> int:
+        """n(n − 1)/2: only the skew part of ``M`` reaches the result."""
+        return n * (n - 1) // 2

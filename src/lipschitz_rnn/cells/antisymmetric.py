@@ -101,6 +101,9 @@ class AntisymmetricRNNCell(ODECell):
     def recurrent_weights(self) -> tuple[Tensor]:
         return (self.W,)
 
+    def parametrized_matrices(self) -> list[tuple[nn.Parameter, nn.Module]]:
+        return [(self.M, self.parametrize_W)]
+
     def vector_field(self, h: Tensor, u: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
         (W,) = weights
         z = h @ W.T

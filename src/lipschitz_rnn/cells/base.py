@@ -60,6 +60,11 @@ class RecurrentCell(nn.Module):
         """The hidden-to-hidden matrices, constructed from the free parameters."""
         raise NotImplementedError
 
+    def parametrized_matrices(self) -> list[tuple[nn.Parameter, nn.Module]]:
+        """Each square parameter that reaches the recurrence only through a parametrisation, with
+        that parametrisation (one with ``free_parameters(n)``); none unless a cell says so."""
+        return []
+
     def step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...], eps: Optional[StepSize] = None) -> Tensor:
         """``h -> h⁺`` for projected input ``u``; ``eps`` overrides the step size (continuous cells)."""
         raise NotImplementedError

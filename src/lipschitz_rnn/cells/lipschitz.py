@@ -147,6 +147,9 @@ class LipschitzRNNCell(ODECell):
     def recurrent_weights(self) -> tuple[Tensor, Tensor]:
         return self.A, self.W
 
+    def parametrized_matrices(self) -> list[tuple[nn.Parameter, nn.Module]]:
+        return [(self.M_A, self.parametrize_A), (self.M_W, self.parametrize_W)]
+
     def vector_field(self, h: Tensor, u: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
         A, W = weights
         if self.gated:

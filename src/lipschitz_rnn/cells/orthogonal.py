@@ -77,6 +77,9 @@ class _OrthogonalRNNCell(RecurrentCell):
     def recurrent_weights(self) -> tuple[Tensor]:
         return (self.W,)
 
+    def parametrized_matrices(self) -> list[tuple[nn.Parameter, nn.Module]]:
+        return [(self.M, self.parametrize_W)]
+
     def step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...], eps: Optional[StepSize] = None) -> Tensor:
         (W,) = weights
         z = h @ W.T + u

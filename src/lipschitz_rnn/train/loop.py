@@ -158,7 +158,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         log(
             f"{cfg.experiment.name}: {where} in {run_dir}\n"
             f"  task {task.name} ({task.source}), metric {metric}, {steps_per_epoch} steps/epoch\n"
-            f"  model {cfg.model.name} N={cfg.model.hidden_size}, {count_parameters(model):,} parameters\n"
+            f"  model {cfg.model.name} N={cfg.model.hidden_size}, {count_parameters(model):,} parameters "
+            f"({count_parameters(model, free=True):,} free)\n"
             f"  device {ctx.device} x{ctx.world_size}, seed {tc.seed}"
         )
     tensorboard = TensorBoard(
@@ -566,6 +567,7 @@ def _meta(cfg: Config, task: SequenceTask, model: SequenceClassifier, ctx, comma
             "num_layers": cfg.model.num_layers,
             "method": _model_method(model),
             "params": count_parameters(model),
+            "free_params": count_parameters(model, free=True),
         },
     }
 
@@ -588,6 +590,7 @@ def _summary(cfg, task, model, ctx, history, best, metric, status) -> dict[str, 
         "method": _model_method(model),
         "hidden_size": cfg.model.hidden_size,
         "params": count_parameters(model),
+        "free_params": count_parameters(model, free=True),  # skew-only matrices count N(N - 1)/2 (the ASR papers' way)
         "seed": cfg.train.seed,
         "device": str(ctx.device),
         "world_size": ctx.world_size,

@@ -29,10 +29,10 @@ AntisymmetricRNN rate), so a spec with ``[apply] variant = "..."`` runs its fina
 
 compares, per ``apply`` config, the full-length best validation (mean over the apply seeds) of the
 committed row and of every given spec's variant run, and writes the verdict into each spec's record
-(``confirmed``): the row stands unless a variant beats it (ties keep the row; a spec with
-``skip_unchanged`` whose choice is the row's own setting has no variant run, and the row stands). A config adopts a
-choice only by being edited to hold it (and its row re-run); ``tests/test_val_search.py`` checks
-that the committed configs agree with the committed verdicts.
+(``confirmed``): the row stands unless a variant beats it (ties keep the row). A spec with
+``skip_unchanged`` whose choice is the row's own setting has no variant run; the row stands for it.
+A config adopts a choice only by being edited to hold it (and its row re-run);
+``tests/test_val_search.py`` checks that the committed configs agree with the committed verdicts.
 """
 
 from __future__ import annotations

@@ -249,14 +249,14 @@ def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
-def _lambda_min_and_condition(hessian: dict[str, Any]) -> tuple[str, str]:
-    """λ_min and cond. as table cells; ``≤ θ†`` and ``—†`` where Lanczos left λ_min unresolved
-    (:func:`~lipschitz_rnn.analysis.ritz_value_resolved`)."""
+def _lambda_min_and_condition(hessian: dict[str, Any]) -> tuple[str, str, bool]:
+    """λ_min and cond. as table cells, and whether λ_min is resolved; ``≤ θ†`` and ``—†`` where
+    Lanczos left it unresolved (:func:`~lipschitz_rnn.analysis.ritz_value_resolved`)."""
     lam_min = hessian.get("lambda_min")
     residuals = (hessian.get("smallest") or {}).get("residuals") or []
     if lam_min is not None and residuals and not ritz_value_resolved(lam_min, residuals[0]):
-        return f"≤ {_num(lam_min)}†", "—†"
-    return _num(lam_min), _num(hessian.get("condition_number"))
+        return f"≤ {_num(lam_min)}†", "—†", False
+    return _num(lam_min), _num(hessian.get("condition_number")), True
 
 
 def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
@@ -280,8 +280,8 @@ def robustness_table(analyses: dict[str, dict[str, Any]]) -> str:
         perturbation = entry.get("perturbation") or {}
         clean = perturbation.get("clean")
         clean_text = "n/a" if clean is None else format(100 * clean, ".2f")
-        lam_min, condition = _lambda_min_and_condition(hessian)
-        unresolved = unresolved or lam_min.endswith("†")
+        lam_min, condition, resolved = _lambda_min_and_condition(hessian)
+        unresolved = unresolved or not resolved
         row = (
             f"| {label} | {entry['run'].get('epoch', 'n/a')} | {clean_text} "
             f"| {_num(hessian.get('lambda_max'))} | {lam_min} | {condition} "

@@ -89,6 +89,8 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.lr_min=5", "train.lr_min: must be <= train.lr"),
         ("train.ema_decay=1.0", "train.ema_decay: must be in [0, 1)"),
         ("train.ema_decay=-0.5", "train.ema_decay: must be in [0, 1)"),
+        ("model.readout_dropout=1.0", "model.readout_dropout: must be in [0, 1)"),
+        ("model.readout_dropout=-0.1", "model.readout_dropout: must be in [0, 1)"),
         ("train.momentum=0.9", "train.momentum: only used with optimizer = 'sgd'"),
         ("log.plots=1", "log.plots: expected bool"),
         ("model.hidden_size=0", "model.hidden_size: expected an integer >= 1"),

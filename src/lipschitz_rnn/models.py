@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_int, sequence_lengths
+from ._validation import check_int, check_real, sequence_lengths
 from .registry import Registry
 
 __all__ = ["MODELS", "SequenceClassifier", "build_model", "count_parameters", "model_names"]
@@ -65,15 +65,22 @@ class SequenceClassifier(nn.Module):
     ``readout="last"``: logits ``(B, num_classes)`` from each sequence's last valid step
     (classification). ``readout="all"``: logits at every step, laid out like the RNN's
     output (sequence modelling, e.g. next-character prediction).
+
+    ``dropout``: in training, zero each hidden value that the readout sees with this
+    probability (scaling the rest by 1 / (1 − p)), a regulariser that leaves the recurrence
+    itself untouched; 0 (the default) calls no dropout at all, so no random numbers are drawn.
     """
 
-    def __init__(self, rnn: nn.Module, num_classes: int, *, readout: str = "last") -> None:
+    def __init__(self, rnn: nn.Module, num_classes: int, *, readout: str = "last", dropout: float = 0.0) -> None:
         super().__init__()
         if readout not in ("last", "all"):
             raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
         self.rnn = rnn
         self.readout = readout
         self.num_classes = check_int("num_classes", num_classes)
+        self.dropout = check_real("dropout", dropout, low=0.0, high=1.0)
+        if self.dropout == 1.0:
+            raise ValueError("dropout must be < 1 (1 would zero every input of the readout)")
         self.D = nn.Linear(rnn.hidden_size, num_classes)
 
     @property
@@ -93,11 +100,14 @@ class SequenceClassifier(nn.Module):
         if dt is not None:
             kwargs["dt"] = dt
         output, h_n = self.rnn(x, h0, **kwargs)
-        if self.readout == "all":
-            logits = self.D(output)
-        else:
-            logits = self.D(self._last_output(output, lengths))
+        features = output if self.readout == "all" else self._last_output(output, lengths)
+        if self.dropout and self.training:
+            features = nn.functional.dropout(features, self.dropout, training=True)
+        logits = self.D(features)
         return (logits, h_n) if return_state else logits
+
+    def extra_repr(self) -> str:
+        return f"readout={self.readout!r}, dropout={self.dropout}" if self.dropout else f"readout={self.readout!r}"
 
     def _last_output(self, output: Tensor, lengths) -> Tensor:
         if output.dim() == 2:  # unbatched (T, N)

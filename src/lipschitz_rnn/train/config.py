@@ -5,7 +5,7 @@ to ``build_task`` / ``build_model``; the other sections have a fixed set of keys
 
     [experiment]              name, paper (key into lipschitz_rnn.paper.PAPER), imports, notes
     [task]                    name, then task options (permutation, input_scale, ...)
-    [model]                   name, hidden_size, num_layers, then model options (eps, beta, ...)
+    [model]                   name, hidden_size, num_layers, readout_dropout, then model options (eps, beta, ...)
     [train]                   epochs, batch_size, optimizer, lr, ... (see TrainConfig)
     [log]                     progress, tensorboard, plots, stability
 
@@ -115,6 +115,10 @@ def _ema_decay(v: float) -> Optional[str]:
     return None if 0 <= v < 1 else "must be in [0, 1) (0 = no weight average)"
 
 
+def _dropout(v: float) -> Optional[str]:
+    return None if 0 <= v < 1 else "must be in [0, 1) (0 = no dropout)"
+
+
 def _identifier(v: str) -> Optional[str]:
     return None if re.fullmatch(r"[A-Za-z0-9_.\-]+", v) else "must be letters, digits, '_', '-' or '.'"
 
@@ -144,6 +148,8 @@ class ModelConfig:
     name: str
     hidden_size: int
     num_layers: int = 1
+    # dropout on the hidden values the linear readout sees (training only); 0 = off
+    readout_dropout: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -194,6 +200,7 @@ class Config:
 #: value checks beyond the type, each returning an error message or None
 CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "experiment.name": _identifier,
+    "model.readout_dropout": _dropout,
     "train.epochs": _positive,
     "train.batch_size": _positive,
     "train.eval_batch_size": _positive,

@@ -298,7 +298,7 @@ def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
         **extra,
         **cfg.model.options,
     )
-    return SequenceClassifier(rnn, task.num_classes, readout=task.readout)
+    return SequenceClassifier(rnn, task.num_classes, readout=task.readout, dropout=cfg.model.readout_dropout)
 
 
 def learning_rate(cfg: Config, epoch: int) -> float:

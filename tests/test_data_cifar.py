@@ -247,6 +247,32 @@ def test_bad_values(tiny, option, value, match):
         build_task("noisy_cifar", **options, **{option: value})
 
 
+def test_jpeg_quality_reencodes_every_image_and_names_it(tiny):
+    options, _ = tiny
+    plain = build_task("scifar", normalize=False, **options)
+    errors = {}
+    for quality in (90, 50, 10):
+        task = build_task("scifar", normalize=False, jpeg_quality=quality, **options)
+        assert task.source.endswith(f"re-encoded at JPEG q{quality}") and task.info["jpeg_quality"] == quality
+        assert task.sizes == plain.sizes
+        x, y = next(task.batches("test", batch_size=6))
+        x0, y0 = next(plain.batches("test", batch_size=6))
+        assert torch.equal(y, y0)  # labels and order are kept
+        errors[quality] = float((x - x0).pow(2).mean())
+    # the fakes are noise images, which JPEG loses most of: lower quality, larger error
+    assert 0 < errors[90] < errors[50] < errors[10]
+    # the statistics used for normalisation are the re-encoded images'
+    stats = build_task("scifar", jpeg_quality=10, **options).info["normalize"]["mean"]
+    assert stats != build_task("scifar", **options).info["normalize"]["mean"]
+
+
+@pytest.mark.parametrize("quality", [0, 96, 50.0, True])
+def test_jpeg_quality_outside_pillows_range_is_refused(tiny, quality):
+    options, _ = tiny
+    with pytest.raises(ValueError, match="jpeg_quality must be an int in"):
+        build_task("noisy_cifar", jpeg_quality=quality, **options)
+
+
 def test_unknown_option_names_it(tiny):
     options, _ = tiny
     with pytest.raises(TypeError, match="noise"):

@@ -57,6 +57,7 @@ __all__ = [
     "load_cifar",
     "load_cifar_jpeg",
     "load_cifar_official",
+    "reencode_jpeg",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -355,6 +356,42 @@ def _channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return means, stds
 
 
+def reencode_jpeg(data: CifarData, quality: int) -> CifarData:
+    """Every image of ``data`` encoded as a JPEG at ``quality`` (Pillow's defaults otherwise) and
+    decoded again: an ablation of compression. On the JPEG q75 copy it adds a second
+    generation of loss, so a ladder of qualities shows how much the scores depend on it.
+
+    The labels and the order are kept; the channel statistics are recomputed from the new
+    training images, and ``source`` names the re-encoding.
+    """
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95:
+        raise ValueError(f"jpeg_quality must be an int in [1, 95] (Pillow's useful range), got {quality!r}")
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("re-encoding CIFAR-10 as JPEG needs Pillow: pip install pillow") from None
+
+    def reencode(images: np.ndarray) -> np.ndarray:
+        out = np.empty_like(images)
+        for i, pixels in enumerate(images):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+            buffer.seek(0)
+            with Image.open(buffer) as image:
+                out[i] = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return out
+
+    started = time.perf_counter()
+    train_x, test_x = reencode(data.train_x), reencode(data.test_x)
+    info = {
+        **data.info,
+        "jpeg_quality": quality,
+        "reencode_seconds": round(time.perf_counter() - started, 2),
+    }
+    return replace(data, train_x=train_x, test_x=test_x, source=f"{data.source}, re-encoded at JPEG q{quality}",
+                   info=info, _stats=None)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # Tasks
 
@@ -505,10 +542,10 @@ _LAYOUT_RULES = {
 }
 
 
-def _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache) -> CifarData:
+def _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache, jpeg_quality) -> CifarData:
     if cache is not None and not isinstance(cache, bool):
         raise ValueError(f"cache must be True or False, got {cache!r}")
-    return load_cifar(
+    data = load_cifar(
         data_dir,
         cifar_path=cifar_path,
         cifar_source="auto" if cifar_source is None else cifar_source,
@@ -516,6 +553,7 @@ def _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, 
         cifar_md5=cifar_md5,
         cache=True if cache is None else cache,
     )
+    return data if jpeg_quality is None else reencode_jpeg(data, jpeg_quality)
 
 
 @TASKS.register("scifar", "pixel_cifar", "sequential_cifar")
@@ -527,6 +565,7 @@ def build_scifar(
     cifar_sha256: Optional[str] = None,
     cifar_md5: Optional[Mapping[str, str]] = None,
     cache: Optional[bool] = None,
+    jpeg_quality: Optional[int] = None,
     layout: Optional[str] = None,
     normalize: Optional[bool] = None,
     augment: Optional[bool] = None,
@@ -541,8 +580,10 @@ def build_scifar(
     source's training-set statistics), ``augment=False``, ``val_split="reference"``,
     ``cifar_source="auto"``, ``cache=True`` (decoded JPEGs cached in the data directory).
     ``cifar_sha256`` / ``cifar_md5`` replace the known hashes, for your own copies only.
+    ``jpeg_quality=q`` (an ablation, default off) re-encodes every image as a JPEG at quality
+    q before use (:func:`reencode_jpeg`); the run's data source says so.
     """
-    data = _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache)
+    data = _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache, jpeg_quality)
     return CifarTask(
         data,
         name="scifar",
@@ -565,6 +606,7 @@ def build_noisy_cifar(
     cifar_sha256: Optional[str] = None,
     cifar_md5: Optional[Mapping[str, str]] = None,
     cache: Optional[bool] = None,
+    jpeg_quality: Optional[int] = None,
     layout: Optional[str] = None,
     normalize: Optional[bool] = None,
     augment: Optional[bool] = None,
@@ -582,7 +624,7 @@ def build_noisy_cifar(
     options as ``scifar``; ``layout="reference-reshape"`` orders a row's features as the
     reference codes do (all R, then G, then B).
     """
-    data = _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache)
+    data = _load_for_task(data_dir, cifar_path, cifar_source, cifar_sha256, cifar_md5, cache, jpeg_quality)
     return CifarTask(
         data,
         name="noisy_cifar",

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lipschitz_rnn.data import build_task, cifar
-from lipschitz_rnn.data.cifar import CIFAR_JPEG_SHA256, SHARED_CIFAR_JPEG, load_cifar
+from lipschitz_rnn.data.cifar import CIFAR_JPEG_SHA256, SHARED_CIFAR_JPEG, load_cifar, rms_change
 from lipschitz_rnn.data.sources import ChecksumError
 from test_data_fakes import CLASSES, make_jpeg_tarball, make_official_dir, snapshot_dir
 
@@ -254,6 +254,7 @@ def test_jpeg_quality_reencodes_every_image_and_names_it(tiny):
     for quality in (90, 50, 10):
         task = build_task("scifar", normalize=False, jpeg_quality=quality, **options)
         assert task.source.endswith(f"re-encoded at JPEG q{quality}") and task.info["jpeg_quality"] == quality
+        assert task.info["reencode_rms_change"] > 0
         assert task.sizes == plain.sizes
         x, y = next(task.batches("test", batch_size=6))
         x0, y0 = next(plain.batches("test", batch_size=6))
@@ -264,6 +265,15 @@ def test_jpeg_quality_reencodes_every_image_and_names_it(tiny):
     # the statistics used for normalisation are the re-encoded images'
     stats = build_task("scifar", jpeg_quality=10, **options).info["normalize"]["mean"]
     assert stats != build_task("scifar", **options).info["normalize"]["mean"]
+
+
+def test_rms_change_is_in_grey_levels():
+    before = np.zeros((5000, 2, 2, 3), dtype=np.uint8)  # more than one chunk
+    after = np.full_like(before, 3)
+    assert rms_change(before, after) == pytest.approx(3.0)
+    assert rms_change(before, before) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        rms_change(before, after[:1])
 
 
 @pytest.mark.parametrize("quality", [0, 96, 50.0, True])

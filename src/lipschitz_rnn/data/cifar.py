@@ -58,6 +58,7 @@ __all__ = [
     "load_cifar_jpeg",
     "load_cifar_official",
     "reencode_jpeg",
+    "rms_change",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -356,6 +357,17 @@ def _channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return means, stds
 
 
+def rms_change(before: np.ndarray, after: np.ndarray) -> float:
+    """Root-mean-square difference of two uint8 image arrays, in grey levels (0-255)."""
+    if before.shape != after.shape:
+        raise ValueError(f"shapes differ: {before.shape} and {after.shape}")
+    total = 0.0
+    for start in range(0, len(before), 4096):  # in chunks: float64 copies of 50,000 images would take 1.2 GB
+        diff = before[start : start + 4096].astype(np.float64) - after[start : start + 4096]
+        total += float(np.square(diff).sum())
+    return float(np.sqrt(total / before.size))
+
+
 def reencode_jpeg(data: CifarData, quality: int) -> CifarData:
     """Every image of ``data`` encoded as a JPEG at ``quality`` (Pillow's defaults otherwise) and
     decoded again: an ablation of compression. On the JPEG q75 copy it adds a second
@@ -387,6 +399,7 @@ def reencode_jpeg(data: CifarData, quality: int) -> CifarData:
         **data.info,
         "jpeg_quality": quality,
         "reencode_seconds": round(time.perf_counter() - started, 2),
+        "reencode_rms_change": round(rms_change(data.train_x, train_x), 3),  # grey levels, training images
     }
     return replace(data, train_x=train_x, test_x=test_x, source=f"{data.source}, re-encoded at JPEG q{quality}",
                    info=info, _stats=None)  # fmt: skip

@@ -44,6 +44,8 @@ def count_parameters(module: nn.Module, free: bool = False) -> int:
     ``free=True`` counts a parametrised square matrix by the dimension of what its
     parametrisation reaches instead of its n² entries: M − Mᵀ has n(n − 1)/2 (the
     AntisymmetricRNN and expRNN papers count this way), S_{β,γ}(M) with 0 < β < 1 all n².
+    Like torch's count, it counts every trainable parameter, also one whose term is switched
+    off (the Lipschitz cell's M_A with ``alpha=0``: trainable, but it gets no gradient).
 
         >>> import lipschitz_rnn as lr
         >>> model = lr.SequenceClassifier(lr.build_model("antisymmetric", 1, 128, gated=True), 10)

@@ -16,6 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from lipschitz_rnn.train.metrics import read_metrics
+
 COLUMNS = ("best_val", "last", "best_test")
 
 
@@ -24,8 +26,7 @@ def seed_row(seed_dir: Path) -> dict:
     summary = json.loads((seed_dir / "summary.json").read_text())
     higher = summary["higher_is_better"]
     metric = summary["metric"]
-    records = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    records = [r for r in records if "test" in r and "val" in r]
+    records = [r for r in read_metrics(seed_dir / "metrics.jsonl") if "test" in r and "val" in r]
     if not records:
         raise ValueError(f"{seed_dir}: no epoch with validation and test metrics")
 

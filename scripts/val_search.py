@@ -43,6 +43,7 @@ import json
 import sys
 from pathlib import Path
 
+from lipschitz_rnn.train.metrics import read_metrics
 from lipschitz_rnn.train.report import SEARCH_PREFIX
 
 try:
@@ -108,8 +109,7 @@ def _read_trial(run_dir: Path) -> dict | None:
     curve = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            record = json.loads(line)
+        for record in read_metrics(metrics):
             if isinstance(record.get("val"), dict) and summary["metric"] in record["val"]:
                 curve.append(record["val"][summary["metric"]])
     return {

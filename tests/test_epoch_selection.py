@@ -50,3 +50,13 @@ def test_the_best_validation_rule_agrees_with_every_committed_summary():
         summary = json.loads(path.read_text())
         row = epoch_selection.seed_row(path.parent)
         assert row["best_val"] == (summary["test_best_val"], summary["best_epoch"]), path
+
+
+def test_metrics_read_back_as_written(tmp_path):
+    from lipschitz_rnn.train.metrics import read_metrics, write_metrics
+
+    history = [{"epoch": 1, "val": {"bpc": 2.5}}, {"epoch": 2, "val": {"bpc": float("nan")}}]
+    write_metrics(tmp_path / "metrics.jsonl", history)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2] and records[0] == history[0]
+    assert records[1]["val"]["bpc"] != records[1]["val"]["bpc"]  # NaN survives the round trip

@@ -111,12 +111,9 @@ def _decay(v: float) -> Optional[str]:
     return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
-def _ema_decay(v: float) -> Optional[str]:
-    return None if 0 <= v < 1 else "must be in [0, 1) (0 = no weight average)"
-
-
-def _dropout(v: float) -> Optional[str]:
-    return None if 0 <= v < 1 else "must be in [0, 1) (0 = no dropout)"
+def _zero_to_one(zero_means: str) -> Callable[[float], Optional[str]]:
+    """A check of a value in [0, 1) whose 0 switches a feature off."""
+    return lambda v: None if 0 <= v < 1 else f"must be in [0, 1) (0 = {zero_means})"
 
 
 def _identifier(v: str) -> Optional[str]:
@@ -200,7 +197,7 @@ class Config:
 #: value checks beyond the type, each returning an error message or None
 CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "experiment.name": _identifier,
-    "model.readout_dropout": _dropout,
+    "model.readout_dropout": _zero_to_one("no dropout"),
     "train.epochs": _positive,
     "train.batch_size": _positive,
     "train.eval_batch_size": _positive,
@@ -213,7 +210,7 @@ CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "train.lr_min": _non_negative,
     "train.lr_decay": _decay,
     "train.clip_grad_norm": _non_negative,
-    "train.ema_decay": _ema_decay,
+    "train.ema_decay": _zero_to_one("no weight average"),
     "train.seed": _non_negative,
     "train.device": _device,
     "train.limit_train_batches": _non_negative,

@@ -20,7 +20,15 @@ from torch import nn
 
 from .checkpoint import atomic_write_text
 
-__all__ = ["RunLog", "TensorBoard", "stability_numbers", "stability_reports", "write_metrics", "write_plots"]
+__all__ = [
+    "RunLog",
+    "TensorBoard",
+    "read_metrics",
+    "stability_numbers",
+    "stability_reports",
+    "write_metrics",
+    "write_plots",
+]
 
 
 class RunLog:
@@ -44,6 +52,13 @@ def write_metrics(path: Path, history: Iterable[dict[str, Any]]) -> None:
     import json
 
     atomic_write_text(path, "".join(json.dumps(record, allow_nan=True) + "\n" for record in history))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` (written by :func:`write_metrics`), in order."""
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:

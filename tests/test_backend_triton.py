@@ -10,7 +10,9 @@ Tolerances (relative error ‖a − b‖ / ‖b‖ of every output and gradient 
 * interpreter, and GPU with strict fp32 products (``allow_tf32=False``): 1e-5;
 * GPU with TF32 tensor-core products (the default, as cuDNN's RNN): 1e-2 at T <= 1024
   against a strict-fp32 reference (TF32 keeps 10 mantissa bits per product; the
-  error grows with T through the recurrence).
+  error grows with T through the recurrence);
+* GPU with three TF32 products per product (``backend="triton-tf32x3"``): 1e-4 at T <= 1024,
+  and at least ten times closer to the strict-fp32 reference than TF32.
 """
 
 import contextlib
@@ -74,7 +76,9 @@ def _run(rnn, backend, x, h0, kwargs):
     return results
 
 
-def _compare(name, kwargs, *, N, B, T, tol, h0=True, lengths=None, dt=None, layers=1, p=3, tf32=False, seed=0):
+def _compare(
+    name, kwargs, *, N, B, T, tol, h0=True, lengths=None, dt=None, layers=1, p=3, tf32=False, seed=0, backend="triton"
+):
     torch.manual_seed(seed)
     init = {"init_std": 2.0} if name == "lipschitz" else {}
     rnn = lr.build_model(name, p, N, layers, device=DEVICE, **init, **kwargs)
@@ -87,7 +91,7 @@ def _compare(name, kwargs, *, N, B, T, tol, h0=True, lengths=None, dt=None, laye
         call["dt"] = dt.to(DEVICE)
     with _tf32(tf32):
         expected = _run(rnn, "reference", x, h0_t, call)
-        got = _run(rnn, "triton", x, h0_t, call)
+        got = _run(rnn, backend, x, h0_t, call)
     errors = {key: _rel(got[key], expected[key]) for key in expected}
     worst = max(errors, key=errors.get)
     assert errors[worst] < tol, f"{worst}: relative error {errors[worst]:.2e} (all: {errors})"
@@ -153,6 +157,31 @@ def test_interpreter_streamed_inference_without_grad():
         torch.testing.assert_close(fast, rnn(x)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+@pytest.mark.parametrize("backend", ["triton-tf32x3", "triton-ieee"])
+@pytest.mark.parametrize(("name", "kwargs"), [CONFIGS[1], CONFIGS[5]], ids=["midpoint", "antisymmetric_gated"])
+def test_interpreter_precision_backends_match_reference(backend, name, kwargs):
+    _compare(name, kwargs, N=16, B=5, T=6, tol=1e-5, lengths=[6, 2, 1, 6, 4], backend=backend)
+
+
+def test_precision_backends_are_registered_beside_triton_and_outside_auto():
+    from lipschitz_rnn.backends import AUTO_ORDER, backend_names
+
+    assert {name: BACKENDS.get(name).precision for name in ("triton", "triton-tf32x3", "triton-ieee")} == {
+        "triton": "tf32",
+        "triton-tf32x3": "tf32x3",
+        "triton-ieee": "ieee",
+    }
+    assert {"triton-tf32x3", "triton-ieee"} <= set(backend_names())
+    assert "triton" in AUTO_ORDER and not {"triton-tf32x3", "triton-ieee"} & set(AUTO_ORDER)
+    with pytest.raises(ValueError, match="precision must be one of tf32, tf32x3, ieee, got 'bf16'"):
+        fused_triton.TritonBackend("triton-bf16", "bf16")
+    backend = fused_triton.TritonBackend()
+    assert backend.allow_tf32 and backend.precision == "tf32"
+    backend.allow_tf32 = False  # the switch the benchmark's --no-tf32 and the tests use
+    assert backend.precision == "ieee"
+
+
 def test_unsupported_configurations_are_named():
     x = torch.zeros(2, 1, 1, device=DEVICE)
     reason = triton_backend.unsupported_reason
@@ -191,6 +220,15 @@ def test_gpu_streamed_at_n128_matches_reference(name, kwargs, monkeypatch):
 @pytest.mark.parametrize(("N", "B", "T"), [(64, 128, 784), (128, 130, 1024), (256, 128, 1024)])
 def test_gpu_tf32_matches_strict_reference(name, kwargs, N, B, T):
     _compare(name, kwargs, N=N, B=B, T=T, tol=1e-2, tf32=True, p=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "kwargs"), STABLE_CONFIGS, ids=[f"{n}-{k}" for n, k in STABLE_CONFIGS])
+@pytest.mark.parametrize(("N", "B", "T"), [(128, 130, 784), (256, 128, 1024)])
+def test_gpu_tf32x3_matches_strict_reference_ten_times_closer_than_tf32(name, kwargs, N, B, T):
+    tf32 = _compare(name, kwargs, N=N, B=B, T=T, tol=1e-2, tf32=True, p=1)
+    tf32x3 = _compare(name, kwargs, N=N, B=B, T=T, tol=1e-4, p=1, backend="triton-tf32x3")
+    assert max(tf32x3.values()) < max(tf32.values()) / 10, (tf32x3, tf32)
 
 
 @pytest.mark.gpu

@@ -28,9 +28,16 @@ Midpoint and Heun are the same with two stages (derivations at ``_scan_backward`
 AntisymmetricRNN multiplies by ``g = sigmoid(W h + u_g)``. The forward saves the tanh (and gate)
 activations and the stage point, so the backward needs no recomputation.
 
-Precision: storage is float32; the recurrent products use TF32 tensor cores when
-``allow_tf32`` is true (the default, like cuDNN's RNN in PyTorch) and strict fp32 otherwise.
-The test suite states the tolerances against the reference backend for both.
+Precision: storage is float32. The recurrent products (and the weight-gradient GEMMs) run at one
+of three precisions, each registered as its own backend name:
+
+* ``"triton"``: TF32 tensor cores (10 mantissa bits per product), the default, like cuDNN's RNN
+  in PyTorch;
+* ``"triton-tf32x3"``: three TF32 products per product (Triton's ``tf32x3``), accurate to about
+  fp32 on the tensor cores, for results that should match a strict-fp32 run;
+* ``"triton-ieee"``: strict fp32 on the CUDA cores (several times slower).
+
+The test suite states the tolerances against the reference backend for each.
 
 Triton's interpreter (``TRITON_INTERPRET=1`` before import) runs the same kernels on CPU
 tensors, which is how CI tests them without a GPU.
@@ -452,7 +459,7 @@ def _sum_outer_aligned(P: Tensor, Y: Tensor) -> Tensor:
 
 class _FusedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, h0, A, W, scale, lengths, eps, alpha, method, gated, allow_tf32):
+    def forward(ctx, u, h0, A, W, scale, lengths, eps, alpha, method, gated, precision):
         T, B, _ = u.shape
         N = W.shape[0]
         has_a = A is not None and alpha != 0.0
@@ -473,16 +480,16 @@ class _FusedScan(torch.autograd.Function):
             T, B, float(eps), float(alpha), _scratch(B, N, BM, BK, out),
             N=N, BM=BM, BK=BK, METHOD=method, HAS_A=has_a, GATED=gated, G=2 if gated else 1,
             HAS_SCALE=scale is not None, HAS_LEN=lengths is not None, SAVE=save,
-            PRECISION="tf32" if allow_tf32 else "ieee", num_warps=warps, num_stages=stages,
+            PRECISION=precision, num_warps=warps, num_stages=stages,
         )  # fmt: skip
         ctx.save_for_backward(h0, A if has_a else None, W, scale, lengths, out, s1, s2, mid)
-        ctx.config = (eps, alpha, method, gated, allow_tf32, has_a)
+        ctx.config = (eps, alpha, method, gated, precision, has_a)
         return out, h_last
 
     @staticmethod
     def backward(ctx, g_out, g_hlast):
         h0, A, W, scale, lengths, out, s1, s2, mid = ctx.saved_tensors
-        eps, alpha, method, gated, allow_tf32, has_a = ctx.config
+        eps, alpha, method, gated, precision, has_a = ctx.config
         T, B, N = out.shape
         G = 2 if gated else 1
         g_out = torch.zeros_like(out) if g_out is None else g_out.contiguous()
@@ -503,9 +510,9 @@ class _FusedScan(torch.autograd.Function):
             T, B, float(eps), float(alpha), _scratch(B, N, BM, BK, out),
             N=N, BM=BM, BK=BK, METHOD=method, HAS_A=has_a, GATED=gated, G=G,
             HAS_SCALE=scale is not None, HAS_LEN=lengths is not None,
-            PRECISION="tf32" if allow_tf32 else "ieee", num_warps=warps, num_stages=stages,
+            PRECISION=precision, num_warps=warps, num_stages=stages,
         )  # fmt: skip
-        with _matmul_tf32(allow_tf32):
+        with _matmul_tf32(precision == "tf32"):  # tf32x3 and ieee: strict fp32 GEMMs
             dz = du[..., :N] + du[..., N:] if gated else du  # ∂L/∂(ε-scaled pre-activation)
             if two_stage:
                 dW = _sum_outer(dz - pwm, h0, out) + _sum_outer_aligned(pwm, mid)
@@ -520,13 +527,38 @@ class _FusedScan(torch.autograd.Function):
         return du, gh0, dA, dW, None, None, None, None, None, None, None
 
 
-class TritonBackend:
-    """``backend="triton"``: the fused recurrence on a CUDA device (or Triton's CPU interpreter)."""
+#: precision of the recurrent products -> what it is (Triton's ``tl.dot(input_precision=...)``)
+PRECISIONS = {
+    "tf32": "TF32 tensor cores, 10 mantissa bits per product (cuDNN's RNN default in PyTorch)",
+    "tf32x3": "three TF32 products per product on the tensor cores, about fp32 accuracy",
+    "ieee": "strict fp32 on the CUDA cores",
+}
 
-    name = "triton"
+
+class TritonBackend:
+    """``backend="triton"``: the fused recurrence on a CUDA device (or Triton's CPU interpreter).
+
+    ``precision`` picks the recurrent products' arithmetic (``PRECISIONS``); the registered names
+    are ``"triton"`` (TF32), ``"triton-tf32x3"`` and ``"triton-ieee"``. Only ``"triton"`` is
+    in ``backend="auto"``'s order.
+    """
+
     device_type = "cuda"
-    #: TF32 tensor cores for the recurrent products (cuDNN's RNN default in PyTorch)
-    allow_tf32 = True
+
+    def __init__(self, name: str = "triton", precision: str = "tf32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.name = name
+        self.precision = precision
+
+    @property
+    def allow_tf32(self) -> bool:
+        """Whether the products use single TF32 tensor-core products (setting False means ``ieee``)."""
+        return self.precision == "tf32"
+
+    @allow_tf32.setter
+    def allow_tf32(self, enabled: bool) -> None:
+        self.precision = "tf32" if enabled else "ieee"
 
     def handles(self, cell) -> bool:
         from ..cells.antisymmetric import AntisymmetricRNNCell
@@ -589,9 +621,11 @@ class TritonBackend:
             alpha,
             METHOD_CODES[cell.method.name],
             getattr(cell, "gated", False),
-            self.allow_tf32,
+            self.precision,
         )
 
 
 BACKENDS.add("triton", TritonBackend())
+BACKENDS.add("triton-tf32x3", TritonBackend("triton-tf32x3", "tf32x3"))
+BACKENDS.add("triton-ieee", TritonBackend("triton-ieee", "ieee"))
 AUTO_ORDER.insert(0, "triton")

@@ -82,7 +82,12 @@ ON_CHIP_HIDDEN = 128
 #: Beyond ON_CHIP_HIDDEN: columns of A and W per block of the streamed products, which read the
 #: matrices from global memory (L2) every step. Blocks of A and W (2 × N × block fp32) per
 #: pipeline stage share the 227 KB of shared memory; smaller blocks spill less.
-STREAM_BLOCKS: dict[int, int] = {256: 16, 512: 16}
+STREAM_BLOCKS: dict[int, int] = {128: 32, 256: 16, 512: 16}
+#: tf32x3 splits each on-chip operand into high and low TF32 parts, which roughly doubles the
+#: shared memory of the on-chip regime: A and W at N = 128 then need 278,528 bytes, more than an
+#: H200's 232,448, so with both matrices tf32x3 holds them on chip only up to N = 64 and streams
+#: N = 128 in blocks of STREAM_BLOCKS[128] (one matrix, the AntisymmetricRNN's, still fits).
+ON_CHIP_HIDDEN_TF32X3_TWO_MATRICES = 64
 #: Largest N compiled: the state tiles (N × 16 fp32 each) must still fit in registers (N = 512
 #: already spills 1-2 KB per thread).
 MAX_HIDDEN = 512
@@ -94,9 +99,12 @@ def _launch_config(kernel: str, hidden: int) -> tuple[int, int, int]:
     return LAUNCH_CONFIGS[(kernel, hidden)]
 
 
-def _matrix_block(hidden: int) -> int:
+def _matrix_block(hidden: int, precision: str = "tf32", two_matrices: bool = True) -> int:
     """Columns of A and W per block of the recurrent products: ``hidden`` means held on chip."""
-    return hidden if hidden <= ON_CHIP_HIDDEN else STREAM_BLOCKS[hidden]
+    on_chip = ON_CHIP_HIDDEN
+    if precision == "tf32x3" and two_matrices:
+        on_chip = min(on_chip, ON_CHIP_HIDDEN_TF32X3_TWO_MATRICES)
+    return hidden if hidden <= on_chip else STREAM_BLOCKS[hidden]
 
 
 if triton is not None:
@@ -472,7 +480,7 @@ class _FusedScan(torch.autograd.Function):
         s2 = torch.empty_like(out) if save and need_s2 else out
         mid = torch.empty_like(out) if save and method != 0 else out
         BM, warps, stages = _launch_config("forward", N)
-        BK = _matrix_block(N)
+        BK = _matrix_block(N, precision, has_a)
         LAST_COMPILED["forward"] = _scan_forward[(triton.cdiv(B, BM),)](
             u, h0.contiguous(), A.contiguous() if has_a else W, W.contiguous(),
             scale if scale is not None else out, lengths if lengths is not None else out,
@@ -501,7 +509,7 @@ class _FusedScan(torch.autograd.Function):
         pwm = torch.empty_like(out) if two_stage else out
         gh0 = torch.empty_like(h0)
         BM, warps, stages = _launch_config("backward", N)
-        BK = _matrix_block(N)
+        BK = _matrix_block(N, precision, has_a)
         Wt = W.T.contiguous() if BK < N else W  # streamed: row-major Wᵀ, Aᵀ (tf32 MMA needs K-major tiles)
         At = (A.T.contiguous() if BK < N else A) if has_a else Wt  # without A, one copy serves both
         LAST_COMPILED["backward"] = _scan_backward[(triton.cdiv(B, BM),)](

@@ -164,6 +164,12 @@ def test_interpreter_precision_backends_match_reference(backend, name, kwargs):
     _compare(name, kwargs, N=16, B=5, T=6, tol=1e-5, lengths=[6, 2, 1, 6, 4], backend=backend)
 
 
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+def test_interpreter_tf32x3_streams_a_and_w_at_n128():
+    # the path the pMNIST / sMNIST Lipschitz rows take on triton-tf32x3 (STREAM_BLOCKS[128])
+    _compare("lipschitz", {"method": "euler"}, N=128, B=3, T=3, tol=1e-5, backend="triton-tf32x3")
+
+
 def test_precision_backends_are_registered_beside_triton_and_outside_auto():
     from lipschitz_rnn.backends import AUTO_ORDER, backend_names
 

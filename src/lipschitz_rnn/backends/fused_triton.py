@@ -101,9 +101,7 @@ def _launch_config(kernel: str, hidden: int) -> tuple[int, int, int]:
 
 def _matrix_block(hidden: int, precision: str = "tf32", two_matrices: bool = True) -> int:
     """Columns of A and W per block of the recurrent products: ``hidden`` means held on chip."""
-    on_chip = ON_CHIP_HIDDEN
-    if precision == "tf32x3" and two_matrices:
-        on_chip = min(on_chip, ON_CHIP_HIDDEN_TF32X3_TWO_MATRICES)
+    on_chip = ON_CHIP_HIDDEN_TF32X3_TWO_MATRICES if precision == "tf32x3" and two_matrices else ON_CHIP_HIDDEN
     return hidden if hidden <= on_chip else STREAM_BLOCKS[hidden]
 
 
@@ -535,12 +533,9 @@ class _FusedScan(torch.autograd.Function):
         return du, gh0, dA, dW, None, None, None, None, None, None, None
 
 
-#: precision of the recurrent products -> what it is (Triton's ``tl.dot(input_precision=...)``)
-PRECISIONS = {
-    "tf32": "TF32 tensor cores, 10 mantissa bits per product (cuDNN's RNN default in PyTorch)",
-    "tf32x3": "three TF32 products per product on the tensor cores, about fp32 accuracy",
-    "ieee": "strict fp32 on the CUDA cores",
-}
+#: precisions of the recurrent products, as Triton's ``tl.dot(input_precision=...)`` names them
+#: (what each means: the module docstring)
+PRECISIONS = ("tf32", "tf32x3", "ieee")
 
 
 class TritonBackend:

@@ -78,12 +78,36 @@ def parse_jobs(specs: list[str]) -> list[Job]:
             expanded.append(spec)
     jobs = []
     for spec in expanded:
-        config, seeds, *rest = spec.split(":")
+        config, seeds, *rest = spec.split(":", 2)  # an override's value may hold ':' ("seed:5544")
         if not Path(config).is_file():
             sys.exit(f"device_queue: no config file {config!r} (in job {spec!r})")
-        overrides = [o for o in (rest[0].split(",") if rest else []) if o]
+        overrides = split_overrides(rest[0]) if rest else []
+        for override in overrides:
+            if "=" not in override:
+                sys.exit(f"device_queue: override {override!r} is not key=value (in job {spec!r})")
         jobs += [Job(config, int(seed), overrides) for seed in seeds.split(",")]
     return jobs
+
+
+def split_overrides(text: str) -> list[str]:
+    """``key=value`` overrides separated by commas outside brackets and quotes (``a=[1,2],b="x,y"``)."""
+    parts, current, depth, quote = [], [], 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part]
 
 
 def slot_gpus(gpus: int, per_gpu: int) -> list[int]:

@@ -34,6 +34,18 @@ def test_jobs_from_specs_and_files(tmp_path, monkeypatch):
         device_queue.parse_jobs(["configs/nope.toml:0"])
 
 
+def test_override_values_keep_their_colons_commas_and_quotes(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    (job,) = device_queue.parse_jobs(
+        ['configs/pmnist/lipschitz_euler_n128.toml:0:task.permutation="seed:5544",train.lr_milestones=[20,30],'
+         'experiment.name=perm']
+    )  # fmt: skip
+    assert job.overrides == ['task.permutation="seed:5544"', "train.lr_milestones=[20,30]", "experiment.name=perm"]
+    assert job.name == "perm"
+    with pytest.raises(SystemExit, match="not key=value"):
+        device_queue.parse_jobs(["configs/pmnist/lipschitz_euler_n128.toml:0:train.lr=0.1,oops"])
+
+
 def _run(root: Path, name: str, finished: bool, checkpoint_bytes: int = 1000) -> None:
     run = root / "runs" / name / "seed0"
     for kind in ("best", "last"):

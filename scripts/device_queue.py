@@ -4,7 +4,8 @@
         configs/smnist/lipschitz_euler_n128.toml:0,1,2 configs/pmnist/lstm_n128.toml:0 ...
 
 Each job is ``CONFIG:SEEDS[:OVERRIDE,...]``; overrides are ``key=value`` pairs for
-``lipschitz-rnn train`` (``experiment.name=...`` names a variant). Jobs start in the order
+``lipschitz-rnn train`` (``experiment.name=...`` names a variant), separated by commas outside
+brackets and quotes, and a value may hold ``:`` (``task.permutation="seed:5544"``). Jobs start in the order
 given, ``--per-gpu`` at a time on each GPU, dealt out across the GPUs in turn (the first job
 on GPU 0, the second on GPU 1, ...), so that the long jobs a list puts first do not share one
 GPU. A run lives in ``runs/<experiment>/seed<k>``:

@@ -36,6 +36,7 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,11 +70,12 @@ class Job:
 
 
 def parse_jobs(specs: list[str]) -> list[Job]:
-    """Jobs from ``CONFIG:SEEDS[:OVERRIDES]`` specs; ``@FILE`` reads one spec per line (``#`` comments)."""
+    """Jobs from ``CONFIG:SEEDS[:OVERRIDES]`` specs; ``@FILE`` reads one spec per line (``#`` starts a
+    comment outside quotes and brackets, so a quoted value may hold one)."""
     expanded = []
     for spec in specs:
         if spec.startswith("@"):
-            lines = (line.split("#")[0].strip() for line in open(spec[1:]))
+            lines = (strip_comment(line).strip() for line in open(spec[1:]))
             expanded += [line for line in lines if line]
         else:
             expanded.append(spec)
@@ -90,9 +92,9 @@ def parse_jobs(specs: list[str]) -> list[Job]:
     return jobs
 
 
-def split_overrides(text: str) -> list[str]:
-    """``key=value`` overrides separated by commas outside brackets and quotes (``a=[1,2],b="x,y"``)."""
-    parts, current, depth, quote = [], [], 0, ""
+def _scan(text: str) -> Iterator[tuple[str, bool]]:
+    """Each character of ``text`` with whether it is structural: outside quotes and brackets."""
+    depth, quote = 0, ""
     for char in text:
         if quote:
             quote = "" if char == quote else quote
@@ -102,11 +104,28 @@ def split_overrides(text: str) -> list[str]:
             depth += 1
         elif char == "]":
             depth -= 1
-        elif char == "," and depth == 0:
+        yield char, not quote and depth == 0 and char not in "\"'[]"
+
+
+def strip_comment(line: str) -> str:
+    """The line up to its first ``#`` outside quotes and brackets (``a="x#1"  # why`` keeps ``a="x#1"``)."""
+    kept = []
+    for char, structural in _scan(line):
+        if char == "#" and structural:
+            break
+        kept.append(char)
+    return "".join(kept)
+
+
+def split_overrides(text: str) -> list[str]:
+    """``key=value`` overrides separated by commas outside brackets and quotes (``a=[1,2],b="x,y"``)."""
+    parts, current = [], []
+    for char, structural in _scan(text):
+        if char == "," and structural:
             parts.append("".join(current))
             current = []
-            continue
-        current.append(char)
+        else:
+            current.append(char)
     parts.append("".join(current))
     return [part for part in parts if part]
 

@@ -46,6 +46,19 @@ def test_override_values_keep_their_colons_commas_and_quotes(monkeypatch):
         device_queue.parse_jobs(["configs/pmnist/lipschitz_euler_n128.toml:0:train.lr=0.1,oops"])
 
 
+def test_a_job_file_comment_starts_at_a_hash_outside_quotes(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    jobs_file = tmp_path / "jobs.txt"
+    jobs_file.write_text(
+        "# a whole-line comment\n"
+        'configs/pmnist/lipschitz_euler_n128.toml:0,1:experiment.notes="run #2",experiment.name=hash  # why\n'
+    )
+    first, second = device_queue.parse_jobs([f"@{jobs_file}"])
+    assert first.overrides == ['experiment.notes="run #2"', "experiment.name=hash"]
+    assert (first.seed, second.seed, second.name) == (0, 1, "hash")
+    assert device_queue.strip_comment("a=[1,2]  # b=3") == "a=[1,2]  "
+
+
 def _run(root: Path, name: str, finished: bool, checkpoint_bytes: int = 1000) -> None:
     run = root / "runs" / name / "seed0"
     for kind in ("best", "last"):

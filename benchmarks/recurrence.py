@@ -6,7 +6,10 @@ Implementations (``impl``):
 
 * ``reference``: the library's plain PyTorch loop (``backend="reference"``);
 * every other registered backend whose ``device_type`` matches the device (or is ``None``):
-  ``cpu`` on CPU, ``triton`` on CUDA when it is registered;
+  ``cpu`` on CPU, ``triton`` and ``cuda-bptt`` on CUDA when they are registered. The fp32-accurate
+  variants of ``triton`` (``triton-tf32x3``, ``triton-ieee``: the same kernels, other arithmetic)
+  are timed only when ``--impls`` names them; ``--no-tf32`` switches ``triton`` itself to strict
+  fp32, so it is not listed beside ``triton-ieee``;
 * ``cudnn_rnn_tanh``, ``cudnn_lstm``, ``cudnn_gru``: ``nn.RNN(tanh)``, ``nn.LSTM``, ``nn.GRU`` of
   the same size. The names are kept on CPU too; the ``engine`` field says what really ran
   (``"cuDNN"`` or ``"PyTorch CPU"``).
@@ -87,6 +90,12 @@ def our_backends(device: torch.device) -> list[str]:
         if name != "reference" and backend.device_type in (None, device.type):
             names.append(name)
     return names
+
+
+def default_backends(device: torch.device) -> list[str]:
+    """Our backends timed by default: each kernel once, in its default arithmetic (TF32 for
+    ``triton``); its precision variants only on request."""
+    return [name for name in our_backends(device) if getattr(BACKENDS.get(name), "precision", "tf32") == "tf32"]
 
 
 def baseline_engine(device: torch.device) -> str:
@@ -346,7 +355,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument(
-        "--impls", nargs="+", default=None, help="subset of impls (default: reference, our backends, the baselines)"
+        "--impls",
+        nargs="+",
+        default=None,
+        help="subset of impls (default: reference, our backends in their default arithmetic, the baselines)",
     )
     parser.add_argument("--repeats", type=int, default=15, help="timed steps per impl (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -373,10 +385,13 @@ def parse_args(argv=None):
     if args.reference_max_steps == -1:
         args.reference_max_steps = 98 if device.type == "cpu" else None
     every_impl = ["reference", *our_backends(device), *BASELINES]
-    args.impls = every_impl if args.impls is None else args.impls
+    if args.impls is None:
+        args.impls = ["reference", *default_backends(device), *BASELINES]
     unknown = sorted(set(args.impls) - set(every_impl))
     if unknown:
         parser.error(f"unknown impl(s) {unknown}; on {device.type}: {every_impl}")
+    if args.tf32 is False and {"triton", "triton-ieee"} <= set(args.impls):
+        parser.error("--no-tf32 makes 'triton' strict fp32, the same kernels as 'triton-ieee': list one of them")
     return args, device
 
 

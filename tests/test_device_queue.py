@@ -20,15 +20,19 @@ def test_jobs_from_specs_and_files(tmp_path, monkeypatch):
     listing.write_text(
         "# a comment\nconfigs/smnist/lipschitz_euler_n128.toml:0,2\n\n"
         "configs/pmnist/lipschitz_euler_n128.toml:1:model.num_layers=2,experiment.name=two_layers  # ours\n"
+        'configs/smnist/lstm_n128.toml:4:experiment.notes="run #2",experiment.name=hash  # a "#" in quotes stays\n'
     )
     jobs = device_queue.parse_jobs([f"@{listing}", "configs/smnist/lstm_n128.toml:3"])
     assert [(job.name, job.seed) for job in jobs] == [
         ("smnist_lipschitz_euler_n128", 0),
         ("smnist_lipschitz_euler_n128", 2),
         ("two_layers", 1),
+        ("hash", 4),
         ("smnist_lstm_n128", 3),
     ]
     assert jobs[2].overrides == ["model.num_layers=2", "experiment.name=two_layers"]
+    assert jobs[3].overrides == ['experiment.notes="run #2"', "experiment.name=hash"]
+    assert device_queue.strip_comment("a=[1,2]  # b=3") == "a=[1,2]  "
     assert jobs[2].run_dir == Path("runs/two_layers/seed1")
     with pytest.raises(SystemExit, match="no config file"):
         device_queue.parse_jobs(["configs/nope.toml:0"])
@@ -44,19 +48,6 @@ def test_override_values_keep_their_colons_commas_and_quotes(monkeypatch):
     assert job.name == "perm"
     with pytest.raises(SystemExit, match="not key=value"):
         device_queue.parse_jobs(["configs/pmnist/lipschitz_euler_n128.toml:0:train.lr=0.1,oops"])
-
-
-def test_a_job_file_comment_starts_at_a_hash_outside_quotes(monkeypatch, tmp_path):
-    monkeypatch.chdir(ROOT)
-    jobs_file = tmp_path / "jobs.txt"
-    jobs_file.write_text(
-        "# a whole-line comment\n"
-        'configs/pmnist/lipschitz_euler_n128.toml:0,1:experiment.notes="run #2",experiment.name=hash  # why\n'
-    )
-    first, second = device_queue.parse_jobs([f"@{jobs_file}"])
-    assert first.overrides == ['experiment.notes="run #2"', "experiment.name=hash"]
-    assert (first.seed, second.seed, second.name) == (0, 1, "hash")
-    assert device_queue.strip_comment("a=[1,2]  # b=3") == "a=[1,2]  "
 
 
 def _run(root: Path, name: str, finished: bool, checkpoint_bytes: int = 1000) -> None:

@@ -93,7 +93,8 @@ def parse_jobs(specs: list[str]) -> list[Job]:
 
 
 def _scan(text: str) -> Iterator[tuple[str, bool]]:
-    """Each character of ``text`` with whether it is structural: outside quotes and brackets."""
+    """Each character of ``text`` with whether it stands outside quotes and brackets (a closing quote or
+    bracket counts as outside; the callers look only for ``#`` and ``,``)."""
     depth, quote = 0, ""
     for char in text:
         if quote:
@@ -104,14 +105,14 @@ def _scan(text: str) -> Iterator[tuple[str, bool]]:
             depth += 1
         elif char == "]":
             depth -= 1
-        yield char, not quote and depth == 0 and char not in "\"'[]"
+        yield char, not quote and depth == 0
 
 
 def strip_comment(line: str) -> str:
     """The line up to its first ``#`` outside quotes and brackets (``a="x#1"  # why`` keeps ``a="x#1"``)."""
     kept = []
-    for char, structural in _scan(line):
-        if char == "#" and structural:
+    for char, outside in _scan(line):
+        if char == "#" and outside:
             break
         kept.append(char)
     return "".join(kept)
@@ -120,8 +121,8 @@ def strip_comment(line: str) -> str:
 def split_overrides(text: str) -> list[str]:
     """``key=value`` overrides separated by commas outside brackets and quotes (``a=[1,2],b="x,y"``)."""
     parts, current = [], []
-    for char, structural in _scan(text):
-        if char == "," and structural:
+    for char, outside in _scan(text):
+        if char == "," and outside:
             parts.append("".join(current))
             current = []
         else:

@@ -35,6 +35,17 @@ def test_eval_of_the_last_checkpoint_on_val_reproduces_the_last_record(run_dir, 
     assert result["loss"] == pytest.approx(last["val"]["loss"], rel=1e-9)
 
 
+def test_eval_on_the_training_split_scores_every_training_sample_in_eval_mode(run_dir, capsys):
+    # what a reference script printed as "test accuracy" when its test loader read the training images
+    from lipschitz_rnn.train.loop import evaluate, load_run
+
+    run = load_run(run_dir, "last")
+    result = _eval(capsys, run_dir, "--checkpoint", "last", "--split", "train")
+    assert (result["split"], result["samples"]) == ("train", run["task"].sizes["train"])
+    expected = evaluate(run["model"], run["task"], "train", run["cfg"].train.eval_batch_size, run["ctx"])
+    assert result["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-9)
+
+
 def test_eval_prints_a_readable_line_and_writes_nothing(run_dir, capsys):
     before = sorted(p.name for p in run_dir.rglob("*"))
     assert main(["eval", str(run_dir)]) == 0

@@ -48,7 +48,17 @@ def test_seeded_permutations_name_their_generator():
     assert make_permutation("none", 784) == (None, "none")
 
 
-@pytest.mark.parametrize("bad", ["sideways", "seed:x", "seed:-1", 3])
+def test_rows_cols_permutation_is_the_early_reference_code_row_then_column_shuffle():
+    torch.manual_seed(42)  # get_data.py@22d2ce3: one global seed, then the rows' and the columns' randperm
+    rows, cols = torch.randperm(28), torch.randperm(28)
+    image = torch.arange(784).reshape(28, 28)
+    permutation, name = make_permutation("rows-cols-seed:42", 784)
+    assert name == "rows-cols-seed:42" and torch.equal(permutation, image[rows][:, cols].reshape(-1))
+    # each block of 28 steps is one whole image row: a milder order than a permutation of all pixels
+    assert all(len({int(i) // 28 for i in permutation[k : k + 28]}) == 1 for k in range(0, 784, 28))
+
+
+@pytest.mark.parametrize("bad", ["sideways", "seed:x", "seed:-1", "rows-cols-seed:", 3])
 def test_unknown_permutations_are_refused(bad):
     with pytest.raises(ValueError, match="permutation"):
         make_permutation(bad, 784)
@@ -84,6 +94,15 @@ def test_raw255_scale_feeds_pixel_values(idx_dir):
     assert torch.equal(x_raw.flatten(1), torch.from_numpy(arrays["test_images"][:4].reshape(4, 16)).float())
     assert torch.allclose(x_raw, x_unit * 255)
     assert 0 <= x_unit.min() and x_unit.max() <= 1
+
+
+def test_mnist_standard_scale_is_torchvision_to_tensor_then_normalize(idx_dir):
+    directory, _ = idx_dir
+    x_unit, _ = next(idx_task(directory).batches("test", batch_size=4))
+    task = idx_task(directory, input_scale="mnist-standard")
+    x_standard, _ = next(task.batches("test", batch_size=4))
+    torch.testing.assert_close(x_standard, (x_unit - 0.1307) / 0.3081)
+    assert task.info["input_scale"].startswith("mnist-standard: (pixel / 255 - 0.1307) / 0.3081")
 
 
 @pytest.mark.parametrize(

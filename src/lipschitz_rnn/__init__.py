@@ -35,7 +35,7 @@ from .cells import (
 )
 from .integrators import METHODS, ExplicitRK, get_method
 from .layer import RecurrentLayer
-from .models import MODELS, SequenceClassifier, build_model, count_parameters, model_names
+from .models import MODELS, SequenceClassifier, build_model, count_parameters, init_linear_maps_, model_names
 from .parametrizations import CayleyOrthogonal, ExpOrthogonal, SymmetricSkew, symmetric_skew
 from .reference_code import from_reference_state_dict, load_reference_checkpoint
 from .stability import StabilityReport, plot_eigenvalues, stability_report
@@ -77,6 +77,7 @@ __all__ = [
     "count_parameters",
     "from_reference_state_dict",
     "get_method",
+    "init_linear_maps_",
     "load_reference_checkpoint",
     "model_names",
     "plot_eigenvalues",

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    evaluate.add_argument("--split", choices=("test", "val"), default="test")
+    evaluate.add_argument("--split", choices=("test", "val", "train"), default="test")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
 

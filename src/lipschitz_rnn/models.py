@@ -24,7 +24,15 @@ from torch import Tensor, nn
 from ._validation import check_int, check_real, sequence_lengths
 from .registry import Registry
 
-__all__ = ["MODELS", "SequenceClassifier", "build_model", "count_parameters", "model_names"]
+__all__ = [
+    "LINEAR_INITS",
+    "MODELS",
+    "SequenceClassifier",
+    "build_model",
+    "count_parameters",
+    "init_linear_maps_",
+    "model_names",
+]
 
 MODELS: Registry[type[nn.Module]] = Registry("model")
 
@@ -59,6 +67,42 @@ def count_parameters(module: nn.Module, free: bool = False) -> int:
                 if matrix.requires_grad:
                     total -= matrix.numel() - parametrization.free_parameters(matrix.shape[-1])
     return total
+
+
+#: how :func:`init_linear_maps_` draws the input maps and the readout
+LINEAR_INITS = ("default", "xavier_normal")
+
+
+def init_linear_maps_(model: nn.Module, scheme: str = "xavier_normal") -> nn.Module:
+    """Re-draw the input maps ``U, b`` of every cell and every ``nn.Linear`` (the readout ``D``).
+
+    ``"xavier_normal"``: weights ``N(0, 2 / (fan_in + fan_out))``, biases zero, as an early
+    stored version of the reference code (models.py@22d2ce3) did for its input map ``E`` and
+    readout ``D``; the later version keeps PyTorch's ``nn.Linear`` default, as the cells do.
+    ``"default"`` leaves the model as built. The recurrent matrices are not touched, nor a gated
+    cell's ``U_g, b_g`` (the reference built its gate's map after this step).
+
+        >>> import lipschitz_rnn as lr
+        >>> model = init_linear_maps_(lr.SequenceClassifier(lr.build_model("lipschitz", 1, 128), 10))
+        >>> float(model.D.bias.abs().max()), float(model.rnn.cells[0].b.abs().max())
+        (0.0, 0.0)
+    """
+    if scheme not in LINEAR_INITS:
+        raise ValueError(f"linear init must be one of {LINEAR_INITS}, got {scheme!r}")
+    if scheme == "default":
+        return model
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                weight, bias = module.weight, module.bias
+            elif isinstance(getattr(module, "U", None), nn.Parameter):
+                weight, bias = module.U, getattr(module, "b", None)  # U is N×p, laid out as nn.Linear(p, N).weight
+            else:
+                continue
+            nn.init.xavier_normal_(weight)
+            if bias is not None:
+                nn.init.zeros_(bias)
+    return model
 
 
 class SequenceClassifier(nn.Module):

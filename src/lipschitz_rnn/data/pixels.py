@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import threading
 import time
@@ -73,7 +74,18 @@ PERMUTATION_RULES = {
     "bitreversal": "bit-reversed indices of 0..2**ceil(log2 n)-1, those below n kept in order",
     "seed:N": "torch.manual_seed(N); torch.randperm(n_pixels)",
     "numpy-seed:N": "numpy.random.RandomState(N).permutation(n_pixels)",
+    "rows-cols-seed:N": "torch.manual_seed(N); rows = torch.randperm(side); cols = torch.randperm(side); "
+    "image[rows][:, cols] read row-major (side = sqrt(n_pixels))",
 }
+
+
+#: how a batch's pixel values are scaled, by ``input_scale``
+INPUT_SCALES = {
+    "unit": "pixel / 255 in [0, 1]",
+    "raw255": "pixel values 0..255",
+    "mnist-standard": "(pixel / 255 - 0.1307) / 0.3081, torchvision's MNIST normalisation",
+}
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # Normalize((0.1307,), (0.3081,)) in the early reference sMNIST code
 
 
 def bit_reversal_permutation(n: int) -> Tensor:
@@ -89,13 +101,36 @@ def bit_reversal_permutation(n: int) -> Tensor:
     return torch.tensor([i for i in reversed_index if i < n], dtype=torch.long)
 
 
+def rows_cols_permutation(seed: int, n: int) -> Tensor:
+    """The pixel order of an image whose rows and columns are each shuffled, read row-major.
+
+    ``torch.manual_seed(seed); rows = torch.randperm(side); cols = torch.randperm(side)`` and
+    ``image[rows][:, cols]``, for a square image of ``n = side**2`` pixels. An early stored
+    version of the reference code (get_data.py@22d2ce3, seed 42) permuted pMNIST this way: each
+    step still reads the 28 pixels of one image row together, in a shuffled column order, so
+    it is a milder scrambling than a permutation of all 784 pixels.
+
+    Example:
+        >>> rows_cols_permutation(0, 4).tolist()  # rows [0, 1], then columns [1, 0]
+        [1, 0, 3, 2]
+    """
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"permutation rows-cols-seed:N needs a square image, got {n} pixels")
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(side, generator=generator)
+    cols = torch.randperm(side, generator=generator)
+    return (rows[:, None] * side + cols[None, :]).reshape(-1)
+
+
 def make_permutation(spec: str, n: int) -> tuple[Optional[Tensor], str]:
     """The pixel order named by ``spec`` for ``n`` pixels, and its canonical name (None = identity).
 
     ``none``; ``reference`` (``torch.manual_seed(12008); torch.randperm(n)``, the reference
     code's pMNIST order, reproduced with a local generator); ``bitreversal``; ``seed:N``
     (``torch.randperm(n)`` after seeding with N); ``numpy-seed:N``
-    (``numpy.random.RandomState(N).permutation(n)``).
+    (``numpy.random.RandomState(N).permutation(n)``); ``rows-cols-seed:N`` (rows and columns
+    of a square image shuffled separately, :func:`rows_cols_permutation`).
     """
     if not isinstance(spec, str):
         raise ValueError(f"permutation must be a str ('none', 'reference', 'bitreversal', 'seed:N'), got {spec!r}")
@@ -107,7 +142,7 @@ def make_permutation(spec: str, n: int) -> tuple[Optional[Tensor], str]:
         return torch.randperm(n, generator=generator), "reference"
     if name in ("bitreversal", "bit-reversal", "bit_reversal"):
         return bit_reversal_permutation(n), "bitreversal"
-    for prefix in ("seed:", "numpy-seed:"):
+    for prefix in ("seed:", "numpy-seed:", "rows-cols-seed:"):
         if name.startswith(prefix):
             value = name[len(prefix) :]
             if not value.isdigit():
@@ -115,9 +150,12 @@ def make_permutation(spec: str, n: int) -> tuple[Optional[Tensor], str]:
             seed = int(value)
             if prefix == "seed:":
                 return torch.randperm(n, generator=torch.Generator().manual_seed(seed)), f"seed:{seed}"
+            if prefix == "rows-cols-seed:":
+                return rows_cols_permutation(seed, n), f"rows-cols-seed:{seed}"
             return torch.from_numpy(np.random.RandomState(seed).permutation(n)), f"numpy-seed:{seed}"
     raise ValueError(
-        f"permutation must be 'none', 'reference', 'bitreversal', 'seed:N' or 'numpy-seed:N'; got {spec!r}"
+        "permutation must be 'none', 'reference', 'bitreversal', 'seed:N', 'numpy-seed:N' or 'rows-cols-seed:N'; "
+        f"got {spec!r}"
     )
 
 
@@ -160,7 +198,7 @@ class PixelTask(IndexedTask):
             raise TypeError(f"pixels_per_step must be an int, got {type(k).__name__}")
         if k < 1 or n_pixels % k:
             raise ValueError(f"pixels_per_step must be a positive divisor of {n_pixels} (pixels per image), got {k}")
-        scale_name = check_choice("input_scale", "unit" if input_scale is None else input_scale, ("unit", "raw255"))
+        scale_name = check_choice("input_scale", "unit" if input_scale is None else input_scale, tuple(INPUT_SCALES))
         perm, perm_name = make_permutation(permutation, n_pixels)
         labels = np.concatenate([train_y, test_y]).astype(np.int64)
         if labels.min() < 0:
@@ -196,14 +234,14 @@ class PixelTask(IndexedTask):
             "test": torch.arange(len(test_x)),
         }
         self._permutation = perm
-        self._divisor = 255.0 if scale_name == "unit" else None
+        self._scale = scale_name
         self.info = {
             **(info or {}),
             "permutation": perm_name,
             "permutation_rule": PERMUTATION_RULES.get(perm_name.split(":")[0] + (":N" if ":" in perm_name else "")),
             "permutation_sha256": _permutation_digest(perm, n_pixels),
             "pixels_per_step": k,
-            "input_scale": "unit: pixel / 255 in [0, 1]" if scale_name == "unit" else "raw255: pixel values 0..255",
+            "input_scale": f"{scale_name}: {INPUT_SCALES[scale_name]}",
             "val_split": split_info,
             "train_subset": train_subset,
         }
@@ -216,8 +254,10 @@ class PixelTask(IndexedTask):
     def make_batch(self, split: str, index: Tensor, key: Optional[tuple[int, int, int]], position: Tensor) -> Batch:
         storage = "test" if split == "test" else "train"
         x = self._images[storage][index].to(torch.float32)
-        if self._divisor is not None:
-            x.div_(self._divisor)  # as torchvision's ToTensor: exactly pixel / 255 in float32
+        if self._scale != "raw255":
+            x.div_(255.0)  # as torchvision's ToTensor: exactly pixel / 255 in float32
+        if self._scale == "mnist-standard":
+            x.sub_(MNIST_MEAN).div_(MNIST_STD)  # as torchvision's Normalize after ToTensor
         if self._permutation is not None:
             x = x[:, self._permutation]
         return x.view(len(index), self.seq_len, self.input_size), self._labels[storage][index]
@@ -340,7 +380,8 @@ def build_smnist(
     """Sequential pixel MNIST: 784 steps of 1 pixel (``pixels_per_step`` k: 784/k steps of k), 10 classes.
 
     Defaults: ``permutation="none"``, ``input_scale="unit"`` (pixel/255; ``"raw255"`` feeds
-    0..255 as the reference pMNIST code does), ``val_split="reference"`` (2,000 held out with
+    0..255 as the reference pMNIST code does; ``"mnist-standard"`` standardises as the early
+    reference sMNIST code did), ``val_split="reference"`` (2,000 held out with
     RandomState(1234)), ``split_seed=1234``, ``train_subset=None`` (all).
     """
     return _build_mnist(

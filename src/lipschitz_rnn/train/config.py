@@ -5,7 +5,7 @@ to ``build_task`` / ``build_model``; the other sections have a fixed set of keys
 
     [experiment]              name, paper (key into lipschitz_rnn.paper.PAPER), imports, notes
     [task]                    name, then task options (permutation, input_scale, ...)
-    [model]                   name, hidden_size, num_layers, readout_dropout, then model options (eps, beta, ...)
+    [model]                   name, hidden_size, num_layers, readout_dropout, linear_init, then model options (eps, ...)
     [train]                   epochs, batch_size, optimizer, lr, ... (see TrainConfig)
     [log]                     progress, tensorboard, plots, stability
 
@@ -53,6 +53,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+
+from ..models import LINEAR_INITS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,6 +149,9 @@ class ModelConfig:
     num_layers: int = 1
     # dropout on the hidden values the linear readout sees (training only); 0 = off
     readout_dropout: float = 0.0
+    # how the input maps U, b and the readout D are drawn (lipschitz_rnn.models.init_linear_maps_):
+    # "default" (nn.Linear's) or "xavier_normal" (an early reference code's)
+    linear_init: str = "default"
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -198,6 +203,7 @@ class Config:
 CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "experiment.name": _identifier,
     "model.readout_dropout": _zero_to_one("no dropout"),
+    "model.linear_init": _one_of(*LINEAR_INITS),
     "train.epochs": _positive,
     "train.batch_size": _positive,
     "train.eval_batch_size": _positive,

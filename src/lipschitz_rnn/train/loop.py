@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..data import SequenceTask, build_task
 from ..layer import RecurrentLayer
-from ..models import MODELS, SequenceClassifier, build_model, count_parameters
+from ..models import MODELS, SequenceClassifier, build_model, count_parameters, init_linear_maps_
 from . import distributed
 from .checkpoint import (
     RUN_FORMAT,
@@ -298,7 +298,8 @@ def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
         **extra,
         **cfg.model.options,
     )
-    return SequenceClassifier(rnn, task.num_classes, readout=task.readout, dropout=cfg.model.readout_dropout)
+    model = SequenceClassifier(rnn, task.num_classes, readout=task.readout, dropout=cfg.model.readout_dropout)
+    return init_linear_maps_(model, cfg.model.linear_init)
 
 
 def learning_rate(cfg: Config, epoch: int) -> float:

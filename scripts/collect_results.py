@@ -4,8 +4,9 @@
     lipschitz-rnn report results --markdown RESULTS-table.md --json results/summary.json
 
 Per run: ``config.toml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``summary.json``,
-``train.log``, ``stability_{start,end}.json`` and the GPU queue's log of its attempts
-(``queue.jsonl``: GPU, jobs sharing it, wall time). Trials of a validation search
+``train.log``, ``stability_{start,end}.json``, the output of ``lipschitz-rnn eval --json`` saved
+beside them as ``eval-*.json``, and the GPU queue's log of its attempts (``queue.jsonl``: GPU,
+jobs sharing it, wall time). Trials of a validation search
 (``runs/search-*``) go to ``results/search/trials/`` beside the search records
 (``runs/search-records/*.json``, written by ``scripts/val_search.py select``), and the report
 lists them in its searches table, not as rows. Analysis JSON and logs under ``runs/analysis-*``
@@ -32,9 +33,9 @@ def main(source: str, target: str) -> None:
         else:
             out = target_dir / run.relative_to(source_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            if (run / name).is_file():
-                shutil.copy2(run / name, out / name)
+        for path in [run / name for name in RUN_FILES] + sorted(run.glob("eval-*.json")):
+            if path.is_file():
+                shutil.copy2(path, out / path.name)
         queue_log = run.parent / f"{run.name}.queue.jsonl"
         if queue_log.is_file():
             shutil.copy2(queue_log, out / "queue.jsonl")

@@ -8,7 +8,9 @@ Each job is ``CONFIG:SEEDS[:OVERRIDE,...]``; overrides are ``key=value`` pairs f
 brackets and quotes, and a value may hold ``:`` (``task.permutation="seed:5544"``). Jobs start in the order
 given, ``--per-gpu`` at a time on each GPU, dealt out across the GPUs in turn (the first job
 on GPU 0, the second on GPU 1, ...), so that the long jobs a list puts first do not share one
-GPU. A run lives in ``runs/<experiment>/seed<k>``:
+GPU. Every job's config and overrides are checked as ``lipschitz-rnn train`` checks them
+before any run starts, so a typo stops the list at once and names its job.
+A run lives in ``runs/<experiment>/seed<k>``:
 one finished earlier (it has ``summary.json``) is skipped, one with a checkpoint resumes
 (``--resume``), and the run still going at the deadline is killed and resumes next time.
 Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``.
@@ -40,10 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from lipschitz_rnn.train.config import ConfigError, check_registries, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MPS_ENV = {"CUDA_MPS_PIPE_DIRECTORY": "/tmp/mps-pipe", "CUDA_MPS_LOG_DIRECTORY": "/tmp/mps-log"}
@@ -54,15 +53,7 @@ class Job:
     config: str
     seed: int
     overrides: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        for override in self.overrides:
-            key, _, value = override.partition("=")
-            if key == "experiment.name":
-                return value
-        with open(self.config, "rb") as handle:
-            return tomllib.load(handle)["experiment"]["name"]
+    name: str = ""  # experiment.name of the resolved config: the run directory is runs/<name>/seed<seed>
 
     @property
     def run_dir(self) -> Path:
@@ -84,11 +75,15 @@ def parse_jobs(specs: list[str]) -> list[Job]:
         config, seeds, *rest = spec.split(":", 2)  # an override's value may hold ':' ("seed:5544")
         if not Path(config).is_file():
             sys.exit(f"device_queue: no config file {config!r} (in job {spec!r})")
+        if not all(seed.isdigit() for seed in seeds.split(",")):
+            sys.exit(f"device_queue: seeds must be integers >= 0 joined by commas, got {seeds!r} (in job {spec!r})")
         overrides = split_overrides(rest[0]) if rest else []
-        for override in overrides:
-            if "=" not in override:
-                sys.exit(f"device_queue: override {override!r} is not key=value (in job {spec!r})")
-        jobs += [Job(config, int(seed), overrides) for seed in seeds.split(",")]
+        try:  # what `lipschitz-rnn train` would refuse stops the whole list before any run starts
+            cfg = load_config(config, overrides)
+            check_registries(cfg)
+        except ConfigError as exc:
+            sys.exit(f"device_queue: {exc} (in job {spec!r})")
+        jobs += [Job(config, int(seed), overrides, cfg.experiment.name) for seed in seeds.split(",")]
     return jobs
 
 

@@ -1,11 +1,14 @@
 """scripts/device_queue.py: job specs, and the archives a GPU round sends back."""
 
 import importlib.util
+import re
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+
+from test_train_toytasks import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("device_queue", ROOT / "scripts" / "device_queue.py")
@@ -46,8 +49,30 @@ def test_override_values_keep_their_colons_commas_and_quotes(monkeypatch):
     )  # fmt: skip
     assert job.overrides == ['task.permutation="seed:5544"', "train.lr_milestones=[20,30]", "experiment.name=perm"]
     assert job.name == "perm"
-    with pytest.raises(SystemExit, match="not key=value"):
-        device_queue.parse_jobs(["configs/pmnist/lipschitz_euler_n128.toml:0:train.lr=0.1,oops"])
+
+
+@pytest.mark.parametrize(
+    ("job", "named"),
+    [
+        (":0:train.lr=0.1,oops", "'oops' must look like section.key=value"),
+        (":0:train.lrr=0.1", "train.lrr: unknown key; did you mean 'lr'?"),
+        (":0:train.lr=-1", "train.lr: must be > 0"),
+        (":0:model.bta=0.8", "rejects its options"),
+        (":0,x", "seeds must be integers >= 0"),
+    ],
+)
+def test_a_job_train_would_refuse_stops_the_list_before_any_run_and_names_the_job(monkeypatch, job, named):
+    monkeypatch.chdir(ROOT)
+    spec = "configs/pmnist/lipschitz_euler_n128.toml" + job
+    with pytest.raises(SystemExit, match=re.escape(named)) as stop:
+        device_queue.parse_jobs(["configs/smnist/lstm_n128.toml:0", spec])
+    assert repr(spec) in str(stop.value)
+
+
+def test_every_committed_job_list_is_valid(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    lists = sorted(ROOT.glob("scripts/*jobs*.txt"))
+    assert lists and all(device_queue.parse_jobs([f"@{path}"]) for path in lists)
 
 
 def _run(root: Path, name: str, finished: bool, checkpoint_bytes: int = 1000) -> None:
@@ -92,8 +117,7 @@ def test_pack_only_trains_nothing_and_reports_every_list(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     configs = tmp_path / "configs"
     configs.mkdir()
-    config = configs / "toy.toml"
-    config.write_text('[experiment]\nname = "done"\n')
+    config = write_config(configs, name="done")
     _run(tmp_path, "done", finished=True)
     _run(tmp_path, "going", finished=False)
     jobs = tmp_path / "jobs.txt"

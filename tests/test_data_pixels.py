@@ -54,7 +54,7 @@ def test_rows_cols_permutation_is_the_early_reference_code_row_then_column_shuff
     image = torch.arange(784).reshape(28, 28)
     permutation, name = make_permutation("rows-cols-seed:42", 784)
     assert name == "rows-cols-seed:42" and torch.equal(permutation, image[rows][:, cols].reshape(-1))
-    # each block of 28 steps is one whole image row: a milder order than a permutation of all pixels
+    # each block of 28 steps is one whole image row, unlike a permutation of all pixels
     assert all(len({int(i) // 28 for i in permutation[k : k + 28]}) == 1 for k in range(0, 784, 28))
 
 

@@ -107,8 +107,8 @@ def rows_cols_permutation(seed: int, n: int) -> Tensor:
     ``torch.manual_seed(seed); rows = torch.randperm(side); cols = torch.randperm(side)`` and
     ``image[rows][:, cols]``, for a square image of ``n = side**2`` pixels. An early stored
     version of the reference code (get_data.py@22d2ce3, seed 42) permuted pMNIST this way: each
-    step still reads the 28 pixels of one image row together, in a shuffled column order, so
-    it is a milder scrambling than a permutation of all 784 pixels.
+    block of ``side`` steps reads the pixels of one image row, in a shuffled column order (a
+    structured order, not a uniformly random one; see RESULTS.md, round 21, for how it trains).
 
     Example:
         >>> rows_cols_permutation(0, 4).tolist()  # rows [0, 1], then columns [1, 0]

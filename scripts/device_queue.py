@@ -52,8 +52,8 @@ MPS_ENV = {"CUDA_MPS_PIPE_DIRECTORY": "/tmp/mps-pipe", "CUDA_MPS_LOG_DIRECTORY":
 class Job:
     config: str
     seed: int
+    name: str  # experiment.name of the resolved config: the run directory is runs/<name>/seed<seed>
     overrides: list[str] = field(default_factory=list)
-    name: str = ""  # experiment.name of the resolved config: the run directory is runs/<name>/seed<seed>
 
     @property
     def run_dir(self) -> Path:
@@ -75,7 +75,8 @@ def parse_jobs(specs: list[str]) -> list[Job]:
         config, seeds, *rest = spec.split(":", 2)  # an override's value may hold ':' ("seed:5544")
         if not Path(config).is_file():
             sys.exit(f"device_queue: no config file {config!r} (in job {spec!r})")
-        if not all(seed.isdigit() for seed in seeds.split(",")):
+        seed_list = seeds.split(",")
+        if not all(seed.isdigit() for seed in seed_list):
             sys.exit(f"device_queue: seeds must be integers >= 0 joined by commas, got {seeds!r} (in job {spec!r})")
         overrides = split_overrides(rest[0]) if rest else []
         try:  # what `lipschitz-rnn train` would refuse stops the whole list before any run starts
@@ -83,7 +84,7 @@ def parse_jobs(specs: list[str]) -> list[Job]:
             check_registries(cfg)
         except ConfigError as exc:
             sys.exit(f"device_queue: {exc} (in job {spec!r})")
-        jobs += [Job(config, int(seed), overrides, cfg.experiment.name) for seed in seeds.split(",")]
+        jobs += [Job(config, int(seed), cfg.experiment.name, overrides) for seed in seed_list]
     return jobs
 
 

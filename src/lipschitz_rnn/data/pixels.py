@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -123,6 +123,14 @@ def rows_cols_permutation(seed: int, n: int) -> Tensor:
     return (rows[:, None] * side + cols[None, :]).reshape(-1)
 
 
+#: the ``KIND:N`` permutations: ``(N, n_pixels) -> order``
+SEEDED_PERMUTATIONS: dict[str, Callable[[int, int], Tensor]] = {
+    "seed": lambda seed, n: torch.randperm(n, generator=torch.Generator().manual_seed(seed)),
+    "numpy-seed": lambda seed, n: torch.from_numpy(np.random.RandomState(seed).permutation(n)),
+    "rows-cols-seed": rows_cols_permutation,
+}
+
+
 def make_permutation(spec: str, n: int) -> tuple[Optional[Tensor], str]:
     """The pixel order named by ``spec`` for ``n`` pixels, and its canonical name (None = identity).
 
@@ -132,8 +140,9 @@ def make_permutation(spec: str, n: int) -> tuple[Optional[Tensor], str]:
     (``numpy.random.RandomState(N).permutation(n)``); ``rows-cols-seed:N`` (rows and columns
     of a square image shuffled separately, :func:`rows_cols_permutation`).
     """
+    known = ", ".join(repr(rule) for rule in PERMUTATION_RULES)
     if not isinstance(spec, str):
-        raise ValueError(f"permutation must be a str ('none', 'reference', 'bitreversal', 'seed:N'), got {spec!r}")
+        raise ValueError(f"permutation must be a str (one of {known}), got {spec!r}")
     name = spec.strip().lower()
     if name == "none":
         return None, "none"
@@ -142,21 +151,12 @@ def make_permutation(spec: str, n: int) -> tuple[Optional[Tensor], str]:
         return torch.randperm(n, generator=generator), "reference"
     if name in ("bitreversal", "bit-reversal", "bit_reversal"):
         return bit_reversal_permutation(n), "bitreversal"
-    for prefix in ("seed:", "numpy-seed:", "rows-cols-seed:"):
-        if name.startswith(prefix):
-            value = name[len(prefix) :]
-            if not value.isdigit():
-                raise ValueError(f"permutation {spec!r}: expected {prefix}N with N a non-negative integer")
-            seed = int(value)
-            if prefix == "seed:":
-                return torch.randperm(n, generator=torch.Generator().manual_seed(seed)), f"seed:{seed}"
-            if prefix == "rows-cols-seed:":
-                return rows_cols_permutation(seed, n), f"rows-cols-seed:{seed}"
-            return torch.from_numpy(np.random.RandomState(seed).permutation(n)), f"numpy-seed:{seed}"
-    raise ValueError(
-        "permutation must be 'none', 'reference', 'bitreversal', 'seed:N', 'numpy-seed:N' or 'rows-cols-seed:N'; "
-        f"got {spec!r}"
-    )
+    kind, colon, value = name.partition(":")
+    if colon and kind in SEEDED_PERMUTATIONS:
+        if not value.isdigit():
+            raise ValueError(f"permutation {spec!r}: expected {kind}:N with N a non-negative integer")
+        return SEEDED_PERMUTATIONS[kind](int(value), n), f"{kind}:{int(value)}"
+    raise ValueError(f"permutation must be one of {known}; got {spec!r}")
 
 
 def _permutation_digest(permutation: Optional[Tensor], n: int) -> str:

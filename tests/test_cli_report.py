@@ -189,3 +189,16 @@ def test_a_resolved_smallest_eigenvalue_keeps_its_value_and_condition_number(run
     assert main(["report", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "| 8.74 | -0.557 | 15.7 |" in out and "not resolved" not in out
+
+
+def test_a_run_without_a_validation_split_reports_its_last_epoch_and_the_footer_says_so(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed, last in [(0, 95.8), (1, 95.6)]:
+        fake_run(root / "full" / f"seed{seed}", "pmnist_full", seed, test_best=None, test_last=last)
+    out_json, out_md = tmp_path / "summary.json", tmp_path / "table.md"
+    assert main(["report", str(root), "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    capsys.readouterr()
+    (record,) = json.loads(out_json.read_text())
+    assert record["test_mean"] == pytest.approx(95.7) and record["test_last_mean"] == pytest.approx(95.7)
+    assert "no validation split" in record["test_reported"]
+    assert "a run without a validation split: the last epoch's" in out_md.read_text()

@@ -106,13 +106,7 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
         done = [r for r in group if r["summary"].get("status") == "completed"]
         first = (done or group)[0]
         cfg, meta = first["cfg"], first["meta"]
-        reported = [
-            r["summary"]["test_best_val"]
-            if r["summary"].get("test_best_val") is not None
-            else r["summary"]["test_last"]
-            for r in done
-        ]
-        test_mean, test_std = _mean_std(reported)
+        test_mean, test_std = _mean_std([_reported_test(r["summary"]) for r in done])
         last_mean, last_std = _mean_std([r["summary"].get("test_last") for r in done])
         paper = PAPER.get(cfg.experiment.paper)
         record = {
@@ -202,7 +196,8 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         )
     lines.append("")
     lines.append(
-        "test (best val): test metric of the best-validation checkpoint; test (last epoch): at the end of training. "
+        "test (best val): test metric of the best-validation checkpoint (a run without a validation split: "
+        "the last epoch's); test (last epoch): at the end of training. "
         "Mean ± sample std over seeds of completed runs. * paper number whose row or N is unverified. "
         "Δ: test (best val) minus paper. s/epoch and train min: wall time of training and per-epoch "
         "evaluation as the runs logged it (runs that shared a GPU ran slower than alone). "

@@ -6,7 +6,8 @@ For each seed of each experiment directory (``<dir>/seed*/metrics.jsonl`` and ``
 prints the test metric at three epochs: the best-validation epoch (what ``RESULTS.md`` reports),
 the last epoch, and the epoch with the best *test* metric. The last is an oracle, never a result:
 it bounds what any epoch-selection rule could have reported, so a gap to the paper that survives
-it is not a matter of which epoch was reported. Then the mean over seeds of each.
+it is not a matter of which epoch was reported. Then the mean over seeds of each. A run without a
+validation split (``task.val_split = "none"``) has no best-validation epoch: ``n/a``.
 """
 
 from __future__ import annotations
@@ -26,21 +27,27 @@ def seed_row(seed_dir: Path) -> dict:
     summary = json.loads((seed_dir / "summary.json").read_text())
     higher = summary["higher_is_better"]
     metric = summary["metric"]
-    records = [r for r in read_metrics(seed_dir / "metrics.jsonl") if "test" in r and "val" in r]
-    if not records:
-        raise ValueError(f"{seed_dir}: no epoch with validation and test metrics")
+    records = [r for r in read_metrics(seed_dir / "metrics.jsonl") if "test" in r]
+    with_val = [r for r in records if "val" in r]
+    if not records or (with_val and len(with_val) != len(records)):
+        raise ValueError(f"{seed_dir}: no epoch with test metrics, or validation in only some epochs")
 
-    def pick(split: str) -> dict:
+    def pick(split: str, among: list[dict]) -> dict:
         # the first epoch among equals, as the training loop keeps its first best checkpoint
         best = max if higher else min
-        return best(records, key=lambda r: r[split][metric])
+        return best(among, key=lambda r: r[split][metric])
 
-    chosen = {"best_val": pick("val"), "last": records[-1], "best_test": pick("test")}
+    chosen = {"best_val": pick("val", with_val) if with_val else None, "last": records[-1]}
+    chosen["best_test"] = pick("test", records)
     return {
         "seed": seed_dir.name,
         "metric": metric,
-        **{name: (r["test"][metric], r["epoch"]) for name, r in chosen.items()},
+        **{name: (None, None) if r is None else (r["test"][metric], r["epoch"]) for name, r in chosen.items()},
     }
+
+
+def _cell(value: float | None, epoch: int | None) -> str:
+    return f"{'n/a':>18}" if value is None else f"{value:>10.4g} (ep {epoch:>3})"
 
 
 def main(directories: list[str]) -> None:
@@ -52,10 +59,10 @@ def main(directories: list[str]) -> None:
         print(f"{directory.name} (test {rows[0]['metric']} at the epoch chosen by ...)")
         print("  seed    " + "".join(f"{name:>18}" for name in COLUMNS))
         for row in rows:
-            cells = "".join(f"{row[name][0]:>10.4g} (ep {row[name][1]:>3})" for name in COLUMNS)
-            print(f"  {row['seed']:<8}{cells}")
+            print(f"  {row['seed']:<8}" + "".join(_cell(*row[name]) for name in COLUMNS))
         if len(rows) > 1:
-            means = "".join(f"{statistics.mean(r[name][0] for r in rows):>18.4g}" for name in COLUMNS)
+            values = {name: [r[name][0] for r in rows] for name in COLUMNS}
+            means = "".join(f"{'n/a':>18}" if None in v else f"{statistics.mean(v):>18.4g}" for v in values.values())
             print(f"  {'mean':<8}{means}")
 
 

@@ -38,7 +38,29 @@ def test_a_run_without_test_records_is_refused(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val": {"accuracy": 1.0}}) + "\n")
     (run / "summary.json").write_text(json.dumps({"metric": "accuracy", "higher_is_better": True}))
-    with pytest.raises(ValueError, match="no epoch with validation and test"):
+    with pytest.raises(ValueError, match="no epoch with test metrics"):
+        epoch_selection.seed_row(run)
+
+
+def test_a_run_without_a_validation_split_has_no_best_validation_epoch(tmp_path, capsys):
+    for seed, test in [(0, [90, 95, 94]), (1, [91, 93, 96])]:
+        run = tmp_path / "full" / f"seed{seed}"
+        run.mkdir(parents=True)
+        records = [{"epoch": k + 1, "test": {"accuracy": t}} for k, t in enumerate(test)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (run / "summary.json").write_text(json.dumps({"metric": "accuracy", "higher_is_better": True}))
+    row = epoch_selection.seed_row(tmp_path / "full" / "seed0")
+    assert row["best_val"] == (None, None) and row["last"] == (94, 3) and row["best_test"] == (95, 2)
+    epoch_selection.main([str(tmp_path / "full")])
+    mean_line = capsys.readouterr().out.splitlines()[-1].split()
+    assert mean_line == ["mean", "n/a", "95", "95.5"]
+
+
+def test_validation_in_only_some_epochs_is_refused(tmp_path):
+    run = _run(tmp_path / "seed0", val=[50, 70], test=[52, 66])
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"epoch": 3, "test": {"accuracy": 60}}) + "\n")
+    with pytest.raises(ValueError, match="validation in only some epochs"):
         epoch_selection.seed_row(run)
 
 

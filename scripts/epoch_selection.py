@@ -37,8 +37,11 @@ def seed_row(seed_dir: Path) -> dict:
         best = max if higher else min
         return best(among, key=lambda r: r[split][metric])
 
-    chosen = {"best_val": pick("val", with_val) if with_val else None, "last": records[-1]}
-    chosen["best_test"] = pick("test", records)
+    chosen = {
+        "best_val": pick("val", with_val) if with_val else None,
+        "last": records[-1],
+        "best_test": pick("test", records),
+    }
     return {
         "seed": seed_dir.name,
         "metric": metric,
@@ -61,8 +64,8 @@ def main(directories: list[str]) -> None:
         for row in rows:
             print(f"  {row['seed']:<8}" + "".join(_cell(*row[name]) for name in COLUMNS))
         if len(rows) > 1:
-            values = {name: [r[name][0] for r in rows] for name in COLUMNS}
-            means = "".join(f"{'n/a':>18}" if None in v else f"{statistics.mean(v):>18.4g}" for v in values.values())
+            columns = ([r[name][0] for r in rows] for name in COLUMNS)
+            means = "".join(f"{'n/a':>18}" if None in v else f"{statistics.mean(v):>18.4g}" for v in columns)
             print(f"  {'mean':<8}{means}")
 
 

@@ -201,6 +201,8 @@ def main() -> None:
     gpus = args.gpus or gpu_count()
     mps, started_mps = start_mps() if (args.per_gpu > 1 and args.mps) else (False, False)
     per_gpu = args.per_gpu if mps else 1
+    if args.per_gpu > 1 and not args.mps:  # said aloud: this fallback was silent, and cost a round-23 call its slots
+        print(f"device_queue: --per-gpu {args.per_gpu} needs --mps (runs time-sliced crawl); one per GPU", flush=True)
     print(f"device_queue: {len(jobs)} unfinished jobs, {gpus} GPUs x {per_gpu} slots", flush=True)
 
     lock = threading.Lock()

@@ -138,3 +138,21 @@ def test_slots_deal_consecutive_jobs_to_the_gpus_in_turn():
     assert device_queue.slot_gpus(2, 3) == [0, 1, 0, 1, 0, 1]
     assert device_queue.slot_gpus(1, 2) == [0, 0]
     assert device_queue.slot_gpus(4, 1) == [0, 1, 2, 3]
+
+
+def test_per_gpu_without_mps_says_it_runs_one_job_per_gpu(tmp_path, monkeypatch, capsys):
+    # without MPS, runs sharing a GPU are time-sliced, so the queue runs one per GPU and must say so
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "runs").mkdir()
+    config = write_config(tmp_path / "configs", name="one")
+    monkeypatch.setattr(device_queue, "ROOT", tmp_path)
+    monkeypatch.setattr(device_queue, "gpu_count", lambda: 1)
+    monkeypatch.setattr(device_queue.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    out = tmp_path / "out"
+    argv = ["device_queue.py", "--pack-only", "--per-gpu", "4", "--out", str(out), f"{config}:0"]
+    monkeypatch.setattr(sys, "argv", argv)
+    device_queue.main()
+    printed = capsys.readouterr().out
+    assert "--per-gpu 4 needs --mps" in printed
+    assert "1 GPUs x 1 slots" in printed

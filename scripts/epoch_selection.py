@@ -29,8 +29,10 @@ def seed_row(seed_dir: Path) -> dict:
     metric = summary["metric"]
     records = [r for r in read_metrics(seed_dir / "metrics.jsonl") if "test" in r]
     with_val = [r for r in records if "val" in r]
-    if not records or (with_val and len(with_val) != len(records)):
-        raise ValueError(f"{seed_dir}: no epoch with test metrics, or validation in only some epochs")
+    if not records:
+        raise ValueError(f"{seed_dir}: no epoch with test metrics")
+    if with_val and len(with_val) != len(records):
+        raise ValueError(f"{seed_dir}: validation in only some epochs ({len(with_val)} of {len(records)})")
 
     def pick(split: str, among: list[dict]) -> dict:
         # the first epoch among equals, as the training loop keeps its first best checkpoint

@@ -34,3 +34,54 @@ def test_two_gloo_processes_match_one_process(tmp_path, task):
         for split in ("train", "val", "test"):
             for key, value in r1[split].items():
                 assert r2[split][key] == pytest.approx(value, rel=1e-4, abs=1e-5), (split, key)
+
+
+# -- leaving the process group -------------------------------------------------------------------
+
+
+@pytest.fixture
+def process_group_calls(monkeypatch):
+    """A stand-in process group of two that records what is called on it, in order."""
+    from lipschitz_rnn.train import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.Context(1, 2, 1, torch.device("cpu")))
+    return calls
+
+
+def test_teardown_waits_for_every_process_only_when_asked(process_group_calls):
+    from lipschitz_rnn.train import distributed
+
+    ctx = distributed.Context(1, 2, 1, torch.device("cpu"))
+    distributed.teardown(ctx, wait_for_peers=True)
+    assert process_group_calls == ["barrier", "destroy"]
+    process_group_calls.clear()
+    distributed.teardown(ctx)
+    assert process_group_calls == ["destroy"]
+    process_group_calls.clear()
+    distributed.teardown(distributed.Context(0, 1, 0, torch.device("cpu")), wait_for_peers=True)
+    assert process_group_calls == []  # one process: nothing to leave
+
+
+def test_a_finished_run_waits_for_the_others_before_leaving(tmp_path, monkeypatch, process_group_calls):
+    from lipschitz_rnn.train import loop
+
+    monkeypatch.setattr(loop, "_train", lambda *args: process_group_calls.append("train") or {"done": True})
+    assert loop.train(loop.load_config(write_config(tmp_path))) == {"done": True}
+    assert process_group_calls == ["train", "barrier", "destroy"]
+
+
+def test_a_failed_run_leaves_without_waiting(tmp_path, monkeypatch, process_group_calls):
+    # after an error the other processes may never reach a barrier: waiting there would hang
+    from lipschitz_rnn.train import loop
+
+    def fail(*args):
+        raise loop.ConfigError("only this process failed")
+
+    monkeypatch.setattr(loop, "_train", fail)
+    with pytest.raises(loop.ConfigError, match="only this process failed"):
+        loop.train(loop.load_config(write_config(tmp_path)))
+    assert process_group_calls == ["destroy"]

@@ -77,9 +77,12 @@ def train(cfg: Config, run_dir: Optional[Union[str, Path]] = None, *, resume: bo
     """
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, run_dir, resume, command, ctx)
-    finally:
-        distributed.teardown(ctx)
+        summary = _train(cfg, run_dir, resume, command, ctx)
+    except BaseException:
+        distributed.teardown(ctx)  # the other processes may never get here: no barrier
+        raise
+    distributed.teardown(ctx, wait_for_peers=True)
+    return summary
 
 
 def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context) -> dict:

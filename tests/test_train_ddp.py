@@ -46,7 +46,9 @@ def process_group_calls(monkeypatch):
 
     calls = []
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(
+        distributed.dist, "barrier", lambda **kwargs: calls.append(f"barrier {kwargs}" if kwargs else "barrier")
+    )
     monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
     monkeypatch.setattr(distributed, "setup", lambda device: distributed.Context(1, 2, 1, torch.device("cpu")))
     return calls
@@ -64,6 +66,8 @@ def test_teardown_waits_for_every_process_only_when_asked(process_group_calls):
     process_group_calls.clear()
     distributed.teardown(distributed.Context(0, 1, 0, torch.device("cpu")), wait_for_peers=True)
     assert process_group_calls == []  # one process: nothing to leave
+    distributed.teardown(distributed.Context(1, 2, 1, torch.device("cuda", 1)), wait_for_peers=True)
+    assert process_group_calls == ["barrier {'device_ids': [1]}", "destroy"]  # NCCL: on this process's GPU
 
 
 def test_a_finished_run_waits_for_the_others_before_leaving(tmp_path, monkeypatch, process_group_calls):

@@ -85,7 +85,10 @@ def teardown(ctx: Context, *, wait_for_peers: bool = False) -> None:
     """
     if ctx.distributed and dist.is_initialized():
         if wait_for_peers:
-            dist.barrier()
+            if ctx.device.type == "cuda":  # NCCL's barrier runs on a GPU: this process's own
+                dist.barrier(device_ids=[ctx.device.index])
+            else:
+                dist.barrier()
         dist.destroy_process_group()
 
 

@@ -79,9 +79,9 @@ def teardown(ctx: Context, *, wait_for_peers: bool = False) -> None:
     ``wait_for_peers=True`` (after a normal end, when every process gets here) first waits at a
     barrier, so that no process closes its connections while another still works: process 0
     writes plots and the summary after the last collective, and a gloo process that left
-    before it was sometimes aborted ("terminate called without an active exception", 1 of
-    140 two-process CPU runs). After an error only some processes may get here, so the
-    default leaves at once.
+    before it was sometimes aborted ("terminate called without an active exception", about
+    one two-process CPU run in a hundred). After an error only some processes may get here,
+    so the default leaves at once.
     """
     if ctx.distributed and dist.is_initialized():
         if wait_for_peers:

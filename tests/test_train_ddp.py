@@ -47,7 +47,11 @@ def process_group_calls(monkeypatch):
     calls = []
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(
-        distributed.dist, "barrier", lambda **kwargs: calls.append(f"barrier {kwargs}" if kwargs else "barrier")
+        distributed.dist,
+        "barrier",
+        lambda device_ids=None: calls.append(
+            "barrier" if device_ids is None else f"barrier {dict(device_ids=device_ids)}"
+        ),
     )
     monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
     monkeypatch.setattr(distributed, "setup", lambda device: distributed.Context(1, 2, 1, torch.device("cpu")))

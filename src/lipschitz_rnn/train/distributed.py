@@ -84,11 +84,8 @@ def teardown(ctx: Context, *, wait_for_peers: bool = False) -> None:
     so the default leaves at once.
     """
     if ctx.distributed and dist.is_initialized():
-        if wait_for_peers:
-            if ctx.device.type == "cuda":  # NCCL's barrier runs on a GPU: this process's own
-                dist.barrier(device_ids=[ctx.device.index])
-            else:
-                dist.barrier()
+        if wait_for_peers:  # NCCL's barrier runs on a GPU: this process's own (None: gloo's default)
+            dist.barrier(device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         dist.destroy_process_group()
 
 

@@ -9,12 +9,14 @@ runs=${1:-20}
 work=${WORK:-$(mktemp -d)}
 export PYTHONPATH="src:tests${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
 python -c "from test_train_toytasks import write_config; write_config('$work', task='toy_sign')"
+# the test's own overrides, so that this repeats exactly the run the test makes
+read -ra overrides < <(python -c "from test_train_ddp import OVERRIDES; print(' '.join(OVERRIDES))")
+[ "${#overrides[@]}" -gt 0 ] || { echo "repeat_ddp_run.sh: could not read OVERRIDES from tests/test_train_ddp.py" >&2; exit 2; }
 failures=0
 for k in $(seq 1 "$runs"); do
   rm -rf "$work/out"
   if ! python -m torch.distributed.run --standalone --nproc_per_node=2 -m lipschitz_rnn train "$work/toy.toml" \
-      train.limit_train_batches=4 train.checkpoint_every_steps=3 train.batch_size=16 --out "$work/out" \
-      > "$work/log" 2>&1; then
+      "${overrides[@]}" --out "$work/out" > "$work/log" 2>&1; then
     failures=$((failures + 1))
     cp "$work/log" "$work/fail.$k"
     grep -m1 -h "terminate\|Error" "$work/log"

@@ -34,8 +34,10 @@ if [ "${BENCH:-1}" = 1 ]; then
         --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
     [ "$(nvidia-smi -L | wc -l)" -gt 1 ] || wait  # one GPU: the benchmark runs alone, then the tests
 fi
-CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) python -m pytest -q -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py \
-    tests/test_backend_triton.py -k "bptt or falls_back"} > "$OUT/gpu-tests.log" 2>&1 &
+# under the round's time limit: a hung test must not hold up the archives at the end
+( CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) timeout "$LIMIT" python -m pytest -q -p no:cacheprovider \
+    -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py tests/test_backend_triton.py -k "bptt or falls_back"}
+  echo "pytest exit status $? (124: stopped at the ${LIMIT} s limit)" ) > "$OUT/gpu-tests.log" 2>&1 &
 if [ "${BENCH:-1}" = 1 ]; then wait; fi
 # finished trials of earlier rounds (their small files are committed) are not run again
 for trial in results/search/trials/*/; do

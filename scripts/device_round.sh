@@ -26,16 +26,17 @@ start=$(date +%s)
 mkdir -p "$OUT" runs
 export PYTHONPATH=src LIPSCHITZ_RNN_DATA=data PYTHONUNBUFFERED=1
 nvidia-smi -L > "$OUT/gpus.txt" 2>&1
+gpus=$(nvidia-smi -L | wc -l)
 
 (nproc; cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > "$OUT/cpus.txt" 2>&1
 if [ "${BENCH:-1}" = 1 ]; then
     # BENCH_ARGS replaces the sizes, models and impls
     CUDA_VISIBLE_DEVICES=0 python benchmarks/recurrence.py ${BENCH_ARGS:---sizes 1024x150 256x784 --models lipschitz_euler} \
         --output "$OUT/recurrence-wide.json" > "$OUT/bench-wide.log" 2>&1 &
-    [ "$(nvidia-smi -L | wc -l)" -gt 1 ] || wait  # one GPU: the benchmark runs alone, then the tests
+    [ "$gpus" -gt 1 ] || wait  # one GPU: the benchmark runs alone, then the tests
 fi
 # under the round's time limit: a hung test must not hold up the archives at the end
-( CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) > 1 ? 1 : 0 )) timeout "$LIMIT" python -m pytest -q -p no:cacheprovider \
+( CUDA_VISIBLE_DEVICES=$(( gpus > 1 ? 1 : 0 )) timeout "$LIMIT" python -m pytest -q -p no:cacheprovider \
     -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py tests/test_backend_triton.py -k "bptt or falls_back"}
   echo "pytest exit status $? (124: stopped at the ${LIMIT} s limit)" ) > "$OUT/gpu-tests.log" 2>&1 &
 if [ "${BENCH:-1}" = 1 ]; then wait; fi

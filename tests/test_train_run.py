@@ -37,7 +37,7 @@ def test_the_run_directory_has_every_file(run):
         "checkpoints/last/state.pt",
     ]:
         assert (run_dir / name).is_file(), name
-    for name in ["learning_curves.png", "eigenvalues.png", "stability.png"]:
+    for name in ["learning_curves.png", "eigenvalues.png", "stability.png", "grad_norm.png"]:
         assert (run_dir / "plots" / name).read_bytes().startswith(b"\x89PNG"), name
     assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob("*.old"))
 
@@ -73,8 +73,12 @@ def test_metrics_has_one_record_per_epoch_with_step_decay_and_stability(run):
     assert [r["lr"] for r in records] == pytest.approx([0.01, 0.001])  # x0.1 after epoch 1
     assert [r["steps"] for r in records] == [8, 16]  # 128 samples / batch 16
     for r in records:
-        for split in ("train", "val", "test"):
+        for split in ("val", "test"):
             assert set(r[split]) == {"loss", "accuracy", "samples"} and 0 <= r[split]["accuracy"] <= 100
+        # training adds the gradient norm before clipping: its mean over the epoch's steps and the largest step's
+        assert set(r["train"]) == {"loss", "accuracy", "samples", "grad_norm_mean", "grad_norm_max"}
+        assert 0 <= r["train"]["accuracy"] <= 100
+        assert 0 < r["train"]["grad_norm_mean"] <= r["train"]["grad_norm_max"]
         assert (r["train"]["samples"], r["val"]["samples"], r["test"]["samples"]) == (128, 48, 48)
         assert r["epoch_time_s"] > 0 and r["ms_per_step"] > 0
         assert set(r["stability"]["layer0"]) == {
@@ -184,7 +188,8 @@ def test_stability_numbers_can_be_switched_off(tmp_path):
     assert main(["train", str(write_config(tmp_path)), "log.stability=false", "log.plots=true", "--out", str(out)]) == 0
     assert "stability" not in read_jsonl(out / "metrics.jsonl")[0]
     assert not (out / "stability_start.json").exists() and not (out / "stability_end.json").exists()
-    assert sorted(p.name for p in (out / "plots").iterdir()) == ["learning_curves.png"]
+    # the stability plots go with the numbers; the training curves stay
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["grad_norm.png", "learning_curves.png"]
 
 
 def test_a_cosine_schedule_sets_each_epochs_rate_and_records_it(tmp_path):
@@ -196,3 +201,12 @@ def test_a_cosine_schedule_sets_each_epochs_rate_and_records_it(tmp_path):
     assert [r["lr"] for r in read_jsonl(out / "metrics.jsonl")] == pytest.approx(expected)
     optimizer = torch.load(out / "checkpoints" / "last" / "state.pt", weights_only=True)["optimizer"]
     assert optimizer["param_groups"][0]["lr"] == pytest.approx(expected[-1])  # the rate the optimizer ran with
+
+
+def test_the_recorded_gradient_norm_is_the_norm_before_clipping(tmp_path):
+    # clipped norms could not exceed the threshold; the record keeps what the optimizer was given before clipping
+    config = write_config(tmp_path)
+    overrides = ["train.epochs=1", "train.clip_grad_norm=1e-6", "log.plots=false"]
+    assert main(["train", str(config), *overrides, "--out", str(tmp_path / "run")]) == 0
+    (record,) = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert record["train"]["grad_norm_mean"] > 1e-3

@@ -123,7 +123,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     first_epoch, start_step, global_step = 0, 0, 0
     best: dict[str, Any] = {"epoch": None, "val": None, "test": None}
     history: list[dict[str, Any]] = []
-    running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "elapsed_s": 0.0}
+    running = _fresh_running()
     hidden = None
     if saved is not None:
         weights, state = saved
@@ -135,7 +135,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         first_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        best, history, running = state["best"], state["history"], state["running"]
+        best, history = state["best"], state["history"]
+        running = {**_fresh_running(), **state["running"]}  # checkpoints of earlier versions lack the norms
         hidden = distributed.slice_state(state["hidden"], ctx)
         _set_rng_state(state["rng"], ctx.device)
 
@@ -226,6 +227,11 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             running["loss_sum"] += loss_total * count  # each process: mean over `count` samples
             running["correct"] += correct_total
             running["count"] += count * ctx.world_size
+            # the norm before clipping, the same on every process after the all-reduce of the gradients
+            norm = norm_total / ctx.world_size
+            running["grad_norm_sum"] += norm
+            running["grad_norm_max"] = max(running["grad_norm_max"], norm)
+            running["steps"] += 1
             if bar is not None:
                 shown = _split_record(running, metric)
                 bar.set_postfix(loss=f"{shown['loss']:.4f}", **{metric: f"{shown[metric]:.4g}"}, refresh=False)
@@ -241,7 +247,11 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         _sync(ctx.device)
         train_time = time.perf_counter() - t0
 
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": _split_record(running, metric)}
+        train_record = _split_record(running, metric)
+        if running["steps"]:  # a checkpoint of an earlier version resumes without them: the epoch's remaining steps
+            train_record["grad_norm_mean"] = running["grad_norm_sum"] / running["steps"]
+            train_record["grad_norm_max"] = running["grad_norm_max"]
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": train_record}
         scored = scored_model()
         for split in ("val", "test") if has_val else ("test",):
             record[split] = evaluate(scored, task, split, cfg.train.eval_batch_size, ctx, tc.limit_eval_batches)
@@ -259,7 +269,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         if improved:
             best = {"epoch": epoch + 1, "val": record["val"][metric], "test": record["test"][metric]}
 
-        running = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "elapsed_s": 0.0}
+        running = _fresh_running()
         hidden, start_step = None, 0
         state = checkpoint_state(epoch + 1, 0)
         if main:
@@ -385,6 +395,21 @@ def _grad_norm(params: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
+def _fresh_running() -> dict[str, float]:
+    """Sums over the steps of one epoch so far; saved in every checkpoint so that a resumed epoch adds up the same."""
+    return {
+        "loss_sum": 0.0,
+        "correct": 0.0,
+        "count": 0.0,
+        "elapsed_s": 0.0,
+        # the global gradient norm before clipping: mean and largest over the epoch's steps, which show the
+        # spikes that precede a collapse and the scale a clipping threshold should have
+        "grad_norm_sum": 0.0,
+        "grad_norm_max": 0.0,
+        "steps": 0,
+    }
+
+
 def _split_record(sums: dict[str, float], metric: str) -> dict[str, float]:
     """Mean loss, the metric, and how many samples (tokens, for per-step targets) they average."""
     count = max(sums["count"], 1.0)
@@ -470,6 +495,8 @@ def _epoch_line(record: dict[str, Any], metric: str, epochs: int, improved: bool
 
     parts = [f"epoch {record['epoch']}/{epochs}"] + [fmt(s) for s in ("train", "val", "test") if s in record]
     parts.append(f"lr {record['lr']:.3g}")
+    if "grad_norm_mean" in record["train"]:
+        parts.append(f"grad norm {record['train']['grad_norm_mean']:.3g} (max {record['train']['grad_norm_max']:.3g})")
     parts.append(f"{record['epoch_time_s']:.1f} s ({record['ms_per_step']:.1f} ms/step)")
     if "stability" in record:
         s = record["stability"]["layer0"]

@@ -152,7 +152,7 @@ def write_plots(
     stability_start: Optional[dict[str, Any]] = None,
     stability_end: Optional[dict[str, Any]] = None,
 ) -> list[Path]:
-    """Learning curves, eigenvalues of A and W (start vs end) and stability margins as PNGs.
+    """Learning curves, eigenvalues of A and W (start vs end), stability margins and gradient norms as PNGs.
 
     Returns the files written; nothing (and no error) without matplotlib.
     """
@@ -212,6 +212,17 @@ def write_plots(
             ax.legend()
             ax.grid(alpha=0.3)
         written.append(_save(fig, directory / "stability.png"))
+
+    if history and all("grad_norm_mean" in r["train"] for r in history):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, label in (("grad_norm_mean", "mean over the epoch"), ("grad_norm_max", "largest step")):
+            ax.plot(epochs, [r["train"][key] for r in history], marker=".", label=label)
+        ax.set_yscale("log")
+        ax.set_title("gradient norm before clipping")
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, directory / "grad_norm.png"))
     return written
 
 

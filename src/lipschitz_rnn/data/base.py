@@ -14,7 +14,8 @@ A task owns its data in memory and hands out batches in a reproducible order:
   > 1, global batch ``k`` is the same set of samples as with one process, and rank ``r``
   gets its ``r``-th equal slice (``batch_size`` is the global batch).
 * Evaluation splits (``"val"``, ``"test"``) come in a fixed order, every sample once
-  (the last batch may be smaller), identical on every call.
+  (the last batch may be smaller), identical on every call. ``eval_batches`` is what an
+  evaluation reads: all of them, or with ``limit`` a part of the split (``train.limit_eval_batches``).
 * ``stateful`` tasks (truncated BPTT over one long stream) expect the caller to carry the
   hidden state from one batch to the next within an epoch.
 """
@@ -52,6 +53,19 @@ class SequenceTask:
     # that tasks which synthesise large inputs (noise-padded CIFAR: 128 x 1000 x 96 floats per
     # batch) make them there instead of on the CPU and copying; others ignore it.
     batch_device = None
+
+    def eval_batches(
+        self, split: str, batch_size: int, *, limit: int = 0, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """The batches an evaluation of ``split`` reads: every batch, or with ``limit`` > 0 only ``limit`` of them.
+
+        Here the first ``limit`` batches in the split's order (a stream, as PTB's, cannot be sampled);
+        tasks of independent samples take a fixed random subset instead (``IndexedTask``).
+        """
+        for index, batch in enumerate(self.batches(split, batch_size, rank=rank, world_size=world_size)):
+            if limit and index >= limit:
+                return
+            yield batch
 
     def batches(
         self,

@@ -192,8 +192,35 @@ class IndexedTask(SequenceTask):
         order = self._index[split]
         if split == "train":
             order = order[torch.randperm(len(order), generator=seeded_generator("order", seed, epoch))]
+        yield from self._batches_in(split, order, batch_size, start, rank, world_size, (seed, epoch))
+
+    def eval_batches(
+        self, split: str, batch_size: int, *, limit: int = 0, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """Every batch of ``split``, or with ``limit`` > 0 a fixed random subset of ``limit`` batches' samples.
+
+        A stored order can be sorted by class (the CIFAR-10 JPEG copy is), so its first batches would
+        measure one class. The subset depends only on the split and its size: the same on every call.
+        """
+        check_batch_args(split, batch_size, 0, rank, world_size)
+        order = self._index[split]
+        if limit and limit * batch_size < len(order):
+            pick = torch.randperm(len(order), generator=seeded_generator("eval-subset", split))
+            order = order[pick[: limit * batch_size]]
+        yield from self._batches_in(split, order, batch_size, 0, rank, world_size, None)
+
+    def _batches_in(
+        self,
+        split: str,
+        order: Tensor,
+        batch_size: int,
+        start: int,
+        rank: int,
+        world_size: int,
+        seed_epoch: Optional[tuple[int, int]],
+    ) -> Iterator[Batch]:
         for batch_index in range(start, math.ceil(len(order) / batch_size)):
             global_batch = order[batch_index * batch_size : (batch_index + 1) * batch_size]
             position = torch.tensor_split(torch.arange(len(global_batch)), world_size)[rank]
-            key = (seed, epoch, batch_index) if split == "train" else None
+            key = (*seed_epoch, batch_index) if split == "train" and seed_epoch is not None else None
             yield self.make_batch(split, global_batch[position], key, position)

@@ -178,7 +178,7 @@ class TrainConfig:
     device: str = "auto"
     backend: str = "auto"  # recurrence backend of the lipschitz_rnn layers
     limit_train_batches: int = 0  # 0 = the whole epoch (smoke runs)
-    limit_eval_batches: int = 0  # 0 = the whole split
+    limit_eval_batches: int = 0  # 0 = the whole split; k = a fixed random sample of k batches (streams: the first k)
     checkpoint_every_steps: int = 0  # 0 = at the end of each epoch only
 
 

@@ -355,10 +355,9 @@ def evaluate(
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss * count, correct, count
     hidden = None
-    batches = task.batches(split, batch_size, rank=ctx.rank, world_size=ctx.world_size)  # this process's slice
-    for index, (x, y) in enumerate(batches):
-        if limit and index >= limit:
-            break
+    # this process's slice of every batch, or of `limit` batches (a fixed subset of the split)
+    batches = task.eval_batches(split, batch_size, limit=limit, rank=ctx.rank, world_size=ctx.world_size)
+    for x, y in batches:
         if x.shape[0] == 0:
             continue
         logits, hidden = _forward(model, x.to(ctx.device), hidden, task.stateful)

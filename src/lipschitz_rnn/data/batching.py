@@ -192,7 +192,8 @@ class IndexedTask(SequenceTask):
         order = self._index[split]
         if split == "train":
             order = order[torch.randperm(len(order), generator=seeded_generator("order", seed, epoch))]
-        yield from self._batches_in(split, order, batch_size, start, rank, world_size, (seed, epoch))
+        train_key = (seed, epoch) if split == "train" else None  # keys per-sample randomness of training batches
+        yield from self._batches_in(split, order, batch_size, start, rank, world_size, train_key)
 
     def eval_batches(
         self, split: str, batch_size: int, *, limit: int = 0, rank: int = 0, world_size: int = 1
@@ -217,10 +218,10 @@ class IndexedTask(SequenceTask):
         start: int,
         rank: int,
         world_size: int,
-        seed_epoch: Optional[tuple[int, int]],
+        train_key: Optional[tuple[int, int]],
     ) -> Iterator[Batch]:
         for batch_index in range(start, math.ceil(len(order) / batch_size)):
             global_batch = order[batch_index * batch_size : (batch_index + 1) * batch_size]
             position = torch.tensor_split(torch.arange(len(global_batch)), world_size)[rank]
-            key = (*seed_epoch, batch_index) if split == "train" and seed_epoch is not None else None
+            key = None if train_key is None else (*train_key, batch_index)
             yield self.make_batch(split, global_batch[position], key, position)

@@ -101,7 +101,7 @@ def test_a_task_as_data_means_its_first_samples_in_the_seeded_order():
 def test_run_analysis_is_json_able_and_has_every_part(analysis):
     text = json.dumps(analysis, allow_nan=False)
     assert set(json.loads(text)) >= {"task", "model", "settings", "definitions", "caveats", "seconds"}
-    assert set(analysis) >= {"hessian", "input_hessian", "perturbation"}
+    assert set(analysis) >= {"hessian", "input_hessian", "perturbation", "stability"}
     assert analysis["model"]["num_parameters"] == 2 * 9 + 2 * 3 + 4 * CLASSES
     assert analysis["settings"]["levels"]["gaussian"] == [0.0, 0.5]
 
@@ -152,6 +152,23 @@ def test_run_analysis_perturbation_matches_perturbation_curves(analysis):
     for kind, curve in curves.items():
         assert part["curves"][kind]["draws"] == curve.draws
         assert part["curves"][kind]["mean"][0] == part["clean"]
+
+
+def test_run_analysis_stability_is_the_report_of_each_certified_cell(analysis):
+    net = model()
+    expected = lr.stability_report(net.rnn.cells[0]).to_dict()
+    assert list(analysis["stability"]) == ["layer0"]
+    assert analysis["stability"]["layer0"] == json.loads(json.dumps(expected))
+    assert analysis["stability"]["layer0"]["c1"]["margin"] == pytest.approx(expected["c1"]["margin"])
+
+
+def test_run_analysis_stability_of_a_model_without_certificates_is_empty_and_says_so():
+    torch.manual_seed(0)
+    lstm = lr.SequenceClassifier(lr.build_model("lstm", 1, 3), CLASSES).double()
+    result = run_analysis(lstm, ToyTask(), parts=["stability"])
+    assert result["stability"] == {}
+    assert any("no stability certificates" in caveat for caveat in result["caveats"])
+    assert "hessian" not in result and "perturbation" not in result
 
 
 def test_run_analysis_is_deterministic_for_a_seed_and_leaves_the_model_as_it_was(analysis):

@@ -34,6 +34,7 @@ def test_analyze_writes_one_json_per_run_and_combined_plots(two_runs, tmp_path):
         hessian = result["hessian"]
         assert hessian["lambda_max"] is not None and hessian["trace"]["estimate"] is not None
         assert result["run"]["checkpoint"] == "best"
+        assert result["stability"]["layer0"]["norm_W"] > 0  # both cells have certificates
         for kind in ("gaussian", "salt_pepper", "parameter"):
             curve = result["perturbation"]["curves"][kind]
             assert curve["levels"][0] == 0 and curve["mean"][0] == result["perturbation"]["clean"]

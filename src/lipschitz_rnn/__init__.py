@@ -38,7 +38,7 @@ from .layer import RecurrentLayer
 from .models import MODELS, SequenceClassifier, build_model, count_parameters, init_linear_maps_, model_names
 from .parametrizations import CayleyOrthogonal, ExpOrthogonal, SymmetricSkew, symmetric_skew
 from .reference_code import from_reference_state_dict, load_reference_checkpoint
-from .stability import StabilityReport, plot_eigenvalues, stability_report
+from .stability import StabilityReport, plot_eigenvalues, stability_report, stability_reports
 
 __version__ = "0.1.0"
 
@@ -82,5 +82,6 @@ __all__ = [
     "model_names",
     "plot_eigenvalues",
     "stability_report",
+    "stability_reports",
     "symmetric_skew",
 ]

@@ -4,7 +4,7 @@
     lipschitz-rnn train --resume RUN_DIR [train.epochs=N ...] [--device DEV]
     lipschitz-rnn eval RUN_DIR [--checkpoint best|last] [--split test|val] [--device DEV] [--json]
     lipschitz-rnn report DIRS... [--markdown PATH] [--json PATH]
-    lipschitz-rnn analyze RUN_DIR... [--out DIR] [--samples N] [--parts hessian,input_hessian,perturbation]
+    lipschitz-rnn analyze RUN_DIR... [--out DIR] [--samples N] [--parts hessian,input_hessian,perturbation,stability]
     torchrun --nproc_per_node=K -m lipschitz_rnn train CONFIG ...      # DistributedDataParallel
 
 Exit status: 0 done; 2 bad arguments, config, run directory or checkpoint (nothing was
@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--samples", type=int, default=4096, help="training samples of the Hessian (4096)")
     analyze.add_argument("--seed", type=int, default=0, help="Hessian subset, probes and noise draws (0)")
     analyze.add_argument(
-        "--parts", default="hessian,input_hessian,perturbation", help="comma-separated subset of the analyses"
+        "--parts",
+        default="hessian,input_hessian,perturbation,stability",
+        help="comma-separated subset of hessian, input_hessian, perturbation, stability (all)",
     )
     analyze.add_argument("--draws", type=int, default=5, help="noise draws per perturbation level (5)")
     analyze.add_argument("--eval-samples", type=int, default=None, help="test samples for the curves (all)")

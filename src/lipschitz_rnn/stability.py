@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .integrators import ExplicitRK, get_method
 
-__all__ = ["StabilityReport", "plot_eigenvalues", "stability_report"]
+__all__ = ["StabilityReport", "plot_eigenvalues", "stability_report", "stability_reports"]
 
 
 @dataclass
@@ -266,6 +266,30 @@ def stability_report(
         euler_contraction=euler,
         eigenvalues=eigenvalues,
     )
+
+
+def stability_reports(model: nn.Module, num_diagonal_samples: int = 32) -> dict[str, StabilityReport]:
+    """One report per Lipschitz or AntisymmetricRNN cell of a model: ``{"layer0": report, ...}``.
+
+    ``model`` is a recurrent layer with ``cells`` (``LipschitzRNN``, ``AntisymmetricRNN``) or a
+    model holding one as ``.rnn`` (``SequenceClassifier``). Cells of other kinds (an LSTM) have
+    no certificates, so such a model gives ``{}``.
+
+    Example:
+        >>> from lipschitz_rnn import LipschitzRNN
+        >>> reports = stability_reports(LipschitzRNN(1, 8, num_layers=2, beta=1.0, gamma=0.5))
+        >>> sorted(reports), round(reports["layer1"].lambda_max_A_sym, 6)
+        (['layer0', 'layer1'], -0.5)
+    """
+    from .cells.antisymmetric import AntisymmetricRNNCell
+    from .cells.lipschitz import LipschitzRNNCell
+
+    cells = getattr(getattr(model, "rnn", model), "cells", [])
+    certified = [cell for cell in cells if isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))]
+    return {
+        f"layer{i}": stability_report(cell, num_diagonal_samples=num_diagonal_samples)
+        for i, cell in enumerate(certified)
+    }
 
 
 def plot_eigenvalues(report: StabilityReport, ax=None, path=None):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data.base import SequenceTask
+from ..stability import stability_reports
 from ._common import (
     Batch,
     Forward,
@@ -35,7 +36,7 @@ from .perturbation import DEFAULT_LEVELS, DEFINITIONS, KINDS, perturbation_curve
 
 __all__ = ["PARTS", "run_analysis"]
 
-PARTS = ("hessian", "input_hessian", "perturbation")
+PARTS = ("hessian", "input_hessian", "perturbation", "stability")
 _METRICS = {"accuracy": "accuracy", "bpc": "bpc", "mse": "mse"}
 
 
@@ -69,7 +70,9 @@ def run_analysis(
             seed=seed)``: the first ``samples`` of the seeded training order; the same for
             every model compared with the same ``seed``).
         seed: seeds the Hessian subset, every random start and probe, and the noise draws.
-        parts: any of ``"hessian"`` (parameter Hessian), ``"input_hessian"``, ``"perturbation"``.
+        parts: any of ``"hessian"`` (parameter Hessian), ``"input_hessian"``, ``"perturbation"``,
+            ``"stability"`` (the certificates of :mod:`lipschitz_rnn.stability` for each Lipschitz or
+            AntisymmetricRNN cell at the trained weights; cheap, no data).
         lanczos_steps, tol: Lanczos budget and relative residual tolerance for λ_max and λ_min
             (one shared run, until both ends converge).
         num_probes: Hutchinson probes, for the parameter and the input Hessian traces.
@@ -84,11 +87,12 @@ def run_analysis(
 
     Returns:
         ``{"task", "model", "settings", "definitions", "caveats", "hessian", "input_hessian",
-        "perturbation", "seconds"}``; only the requested parts. Highlights:
+        "perturbation", "stability", "seconds"}``; only the requested parts. Highlights:
         ``hessian["lambda_max"]``, ``["lambda_min"]``, ``["condition_number"]``,
         ``["trace"]["estimate"]`` ± ``["trace"]["stderr"]``, ``["density"]`` (grid, density,
         nodes, weights); ``input_hessian["lambda_max"]["mean"]``, ``["trace"]["mean"]``;
-        ``perturbation["curves"][kind]`` (levels, mean, std, draws). Non-finite numbers are
+        ``perturbation["curves"][kind]`` (levels, mean, std, draws); ``stability["layer0"]["c1"]["margin"]``,
+        ``["discrete"]["D=0"]["max_abs_R"]`` (``StabilityReport.to_dict()`` per layer). Non-finite numbers are
         ``None``, and so is ``condition_number`` when λ_min is not resolved (a caveat says so).
 
     Cost: one parameter Hessian-vector product is a forward pass and two backward passes
@@ -141,6 +145,8 @@ def run_analysis(
             "condition_number": CONDITION_NUMBER_DEFINITION,
             "trace": "Hutchinson with Rademacher probes; stderr = std(ddof=1)/sqrt(num_probes)",
             "density": "stochastic Lanczos quadrature, Gaussian broadening sigma = 1% of the Ritz range",
+            "stability": "lipschitz_rnn.stability.stability_report of each Lipschitz/AntisymmetricRNN cell, in model "
+            "order (layer0, layer1, ...); no entry for cells without certificates",
             "input_hessian": "per-sample Hessian of the sample's loss w.r.t. its whole input sequence (T*p)",
             **{f"noise_{kind}": text for kind, text in DEFINITIONS.items()},
         },
@@ -230,6 +236,14 @@ def run_analysis(
             "curves": {kind: curve.to_dict() for kind, curve in curves.items()},
         }
         result["seconds"]["perturbation"] = time.perf_counter() - start
+
+    if "stability" in parts:
+        start = time.perf_counter()
+        say("stability certificates")
+        result["stability"] = {name: report.to_dict() for name, report in stability_reports(model).items()}
+        if not result["stability"]:
+            result["caveats"].append("no Lipschitz or AntisymmetricRNN cell: no stability certificates")
+        result["seconds"]["stability"] = time.perf_counter() - start
     return result
 
 

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional
 
 from torch import nn
 
+from ..stability import stability_reports
 from .checkpoint import atomic_write_text
 
 __all__ = [
@@ -102,25 +103,6 @@ class TensorBoard:
 
 
 # -- stability ---------------------------------------------------------------------------------
-
-
-def _stability_cells(model: nn.Module) -> list[nn.Module]:
-    from ..cells.antisymmetric import AntisymmetricRNNCell
-    from ..cells.lipschitz import LipschitzRNNCell
-
-    rnn = getattr(model, "rnn", model)
-    cells = list(getattr(rnn, "cells", []))
-    return [c for c in cells if isinstance(c, (LipschitzRNNCell, AntisymmetricRNNCell))]
-
-
-def stability_reports(model: nn.Module, num_diagonal_samples: int = 32) -> dict[str, Any]:
-    """``{"layer0": StabilityReport, ...}`` for the Lipschitz/Antisymmetric cells of ``model``."""
-    from ..stability import stability_report
-
-    return {
-        f"layer{i}": stability_report(cell, num_diagonal_samples=num_diagonal_samples)
-        for i, cell in enumerate(_stability_cells(model))
-    }
 
 
 def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:

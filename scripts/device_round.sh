@@ -26,7 +26,7 @@ start=$(date +%s)
 mkdir -p "$OUT" runs
 export PYTHONPATH=src LIPSCHITZ_RNN_DATA=data PYTHONUNBUFFERED=1
 nvidia-smi -L > "$OUT/gpus.txt" 2>&1
-gpus=$(nvidia-smi -L | wc -l)
+gpus=$(grep -c '^GPU [0-9]' "$OUT/gpus.txt")  # the GPUs listed, not an error message's lines
 
 (nproc; cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > "$OUT/cpus.txt" 2>&1
 if [ "${BENCH:-1}" = 1 ]; then

@@ -56,3 +56,10 @@ def test_bad_input_is_refused_before_any_work(two_runs, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     with pytest.raises(ValueError, match="several runs: pass out_dir"):
         analyze_runs(two_runs)
+
+
+def test_the_default_parts_are_every_part_run_analysis_knows():
+    from lipschitz_rnn.analysis.report import PARTS
+    from lipschitz_rnn.cli import _parser
+
+    assert tuple(_parser().parse_args(["analyze", "RUN"]).parts.split(",")) == PARTS

@@ -7,7 +7,7 @@ import pytest
 
 from lipschitz_rnn.cli import main
 from lipschitz_rnn.train.config import parse_config, to_toml
-from lipschitz_rnn.train.report import RECORD_KEYS
+from lipschitz_rnn.train.report import RECORD_KEYS, TABLE_BEGIN, TABLE_END
 from test_train_toytasks import write_config
 
 CONFIG = """
@@ -115,6 +115,73 @@ def test_report_keeps_the_prose_around_its_tables(runs, tmp_path, capsys):
     text = out_md.read_text()
     assert text.startswith("# Results\n\nProtocol notes.") and text.endswith("Closing words.\n")
     assert text.count("| smnist_lipschitz_euler_n128 |") == 1
+
+
+ROWS = """
+[[row]]
+label = "mine first"
+experiment = "smnist_mine"
+
+[[row]]
+label = "sMNIST, N = 128, Lipschitz Euler"
+experiment = "smnist_lipschitz_euler_n128"
+
+[[row]]
+label = "not trained yet"
+experiment = "smnist_lipschitz_midpoint_n128"
+"""
+
+
+def test_rows_are_a_table_of_their_own_in_the_rows_order_and_each_record_names_its_row(runs, tmp_path, capsys):
+    rows, out_json, out_md = tmp_path / "rows.toml", tmp_path / "summary.json", tmp_path / "RESULTS.md"
+    rows.write_text(ROWS)
+    markers = TABLE_BEGIN.format(name="rows") + "\n" + TABLE_END.format(name="rows")
+    out_md.write_text(f"# Results\n\n{markers}\n\nProse.\n")
+    args = ["report", str(runs), "--rows", str(rows), "--json", str(out_json), "--markdown", str(out_md)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| row | experiment |")
+    assert lines[1].startswith("| mine first | smnist_mine | 97.50 % | 1 | — | — |")
+    assert lines[2].startswith("| sMNIST, N = 128, Lipschitz Euler | smnist_lipschitz_euler_n128 | 99.20 ± 0.20 % | 3 ")
+    assert "| 99.4 | -0.20 | 34314 | 100 |" in lines[2]
+    assert lines[3].startswith("| not trained yet | smnist_lipschitz_midpoint_n128 | no runs |")
+    assert lines[3].count("|") == lines[0].count("|")
+    assert "row 'not trained yet': no runs of smnist_lipschitz_midpoint_n128" in captured.err
+    records = {r["experiment"]: r for r in json.loads(out_json.read_text())}
+    assert records["smnist_mine"]["row"] == "mine first"
+    assert records["smnist_lipschitz_euler_n128"]["row"] == "sMNIST, N = 128, Lipschitz Euler"
+    text = out_md.read_text()
+    assert text.startswith("# Results\n\n<!-- begin: rows") and text.index("| mine first") < text.index("Prose.")
+    assert text.index("Prose.") < text.index("<!-- begin: results")  # a new table goes after the prose
+
+
+def test_without_rows_the_records_have_no_row_key(runs, tmp_path):
+    out_json = tmp_path / "summary.json"
+    assert main(["report", str(runs), "--json", str(out_json)]) == 0
+    assert all("row" not in record for record in json.loads(out_json.read_text()))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "cannot read the rows file"),
+        ("[[row]\nlabel = 1", "not valid TOML"),
+        ("title = 'no rows'", "no [[row]] tables"),
+        ("[[row]]\nlabel = 'a'", "row 1 must have exactly a non-empty 'label' and 'experiment'"),
+        ("[[row]]\nlabel = 'a'\nexperiment = ''", "row 1 must have exactly"),
+        ("[[row]]\nlabel = 'a'\nexperiment = 'x'\nseeds = 3", "row 1 must have exactly"),
+        ("[[row]]\nlabel = 'a'\nexperiment = 'x'\n[[row]]\nlabel = 'a'\nexperiment = 'y'", "row 2 repeats the label"),
+    ],
+)
+def test_a_bad_rows_file_is_refused_naming_the_problem(runs, tmp_path, capsys, text, message):
+    rows = tmp_path / "rows.toml"
+    if text is not None:
+        rows.write_text(text)
+    out_json = tmp_path / "summary.json"
+    assert main(["report", str(runs), "--rows", str(rows), "--json", str(out_json)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out_json.exists()  # nothing written
 
 
 def test_report_tabulates_analyses_merged_across_parts(runs, tmp_path, capsys):

@@ -3,7 +3,7 @@
     lipschitz-rnn train CONFIG [section.key=value ...] [--out RUN_DIR] [--device DEV]
     lipschitz-rnn train --resume RUN_DIR [train.epochs=N ...] [--device DEV]
     lipschitz-rnn eval RUN_DIR [--checkpoint best|last] [--split test|val] [--device DEV] [--json]
-    lipschitz-rnn report DIRS... [--markdown PATH] [--json PATH]
+    lipschitz-rnn report DIRS... [--rows ROWS.toml] [--markdown PATH] [--json PATH]
     lipschitz-rnn analyze RUN_DIR... [--out DIR] [--samples N] [--parts hessian,input_hessian,perturbation,stability]
     torchrun --nproc_per_node=K -m lipschitz_rnn train CONFIG ...      # DistributedDataParallel
 
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         "--markdown", metavar="PATH", help="also write the tables here (between markers; other text is kept)"
     )
     report.add_argument("--json", metavar="PATH", help="write the records here (e.g. summary.json)")
+    report.add_argument(
+        "--rows",
+        metavar="TOML",
+        help="which experiment stands for each row of the reproduced table ([[row]] label, experiment): "
+        "a table of those rows first, and each record's 'row' in the JSON",
+    )
 
     analyze = commands.add_parser("analyze", help="Hessian spectra and perturbation robustness of trained runs")
     analyze.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -145,18 +151,30 @@ def _report(args) -> int:
     from .train.report import (
         find_analyses,
         find_searches,
+        load_rows,
         markdown_table,
         robustness_table,
+        rows_table,
         search_table,
         summarize,
         update_markdown,
     )
 
+    rows = load_rows(args.rows) if args.rows else []  # a bad rows file stops the report before any work
     notes: list[str] = []
     records = summarize(args.dirs, notes)
+    if rows:
+        labels = {row["experiment"]: row["label"] for row in rows}
+        for record in records:
+            record["row"] = labels.get(record["experiment"])
+        notes.extend(f"row {row['label']!r}: no runs of {row['experiment']}" for row in rows
+                     if row["experiment"] not in {r["experiment"] for r in records})  # fmt: skip
     table = markdown_table(records)
+    table_of_rows = rows_table(records, rows) if rows else ""
     robustness = robustness_table(find_analyses(args.dirs))
     searches = search_table(find_searches(args.dirs))
+    if table_of_rows:
+        print(table_of_rows)
     print(table, end="")
     for extra in (robustness, searches):
         if extra:
@@ -166,7 +184,7 @@ def _report(args) -> int:
     if not records:
         print("no run directories found under: " + ", ".join(args.dirs), file=sys.stderr)
     if args.markdown:  # the tables between their markers; the prose around them is kept
-        tables = {"results": table, "robustness": robustness, "searches": searches}
+        tables = {"rows": table_of_rows, "results": table, "robustness": robustness, "searches": searches}
         atomic_write_text(args.markdown, update_markdown(args.markdown, tables))
     if args.json:
         atomic_write_json(args.json, records)

@@ -23,7 +23,7 @@ from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
 from .config import load_config
 
-__all__ = ["find_runs", "find_searches", "markdown_table", "search_table", "summarize"]
+__all__ = ["find_runs", "find_searches", "load_rows", "markdown_table", "rows_table", "search_table", "summarize"]
 
 #: experiment names of validation-search trials (``scripts/val_search.py``): not rows of the table
 SEARCH_PREFIX = "search-"
@@ -202,6 +202,77 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         "Δ: test (best val) minus paper. s/epoch and train min: wall time of training and per-epoch "
         "evaluation as the runs logged it (runs that shared a GPU ran slower than alone). "
         "command: the first seed's; other seeds differ in train.seed."
+    )
+    return "\n".join(lines) + "\n"
+
+
+# -- the rows of a results table (``--rows``): which experiment stands for each ----------------------
+
+
+def load_rows(path: Union[str, Path]) -> list[dict[str, str]]:
+    """``[{"label", "experiment"}, ...]`` from a TOML file of ``[[row]]`` tables, in file order.
+
+    A row is a line of the table being reproduced (a paper's, an issue's); its ``experiment`` is the
+    one whose runs stand for it (the searches and ablations beside it are not rows)::
+
+        [[row]]
+        label = "sMNIST, N = 128, Lipschitz Euler"
+        experiment = "smnist_lipschitz_euler_n128"
+    """
+    from .config import tomllib
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read the rows file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"rows file {path} is not valid TOML: {exc}") from exc
+    rows = raw.get("row")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"rows file {path} has no [[row]] tables")
+    out, seen = [], set()
+    for i, row in enumerate(rows, 1):
+        if set(row) != {"label", "experiment"} or not all(isinstance(v, str) and v for v in row.values()):
+            raise ValueError(
+                f"rows file {path}: row {i} must have exactly a non-empty 'label' and 'experiment', got {row}"
+            )
+        if row["label"] in seen:
+            raise ValueError(f"rows file {path}: row {i} repeats the label {row['label']!r}")
+        seen.add(row["label"])
+        out.append({"label": row["label"], "experiment": row["experiment"]})
+    return out
+
+
+def rows_table(records: list[dict[str, Any]], rows: list[dict[str, str]]) -> str:
+    """One line per row, in the rows' order, with its experiment's numbers; a row without runs says so."""
+    by_name = {r["experiment"]: r for r in records}
+    header = (
+        "| row | experiment | test (best val) | seeds | paper | Δ | params | epochs | s/epoch "
+        "| train min (all seeds) | data source | command |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in rows:
+        r = by_name.get(row["experiment"])
+        if r is None:
+            lines.append(f"| {row['label']} | {row['experiment']} | no runs |" + " |" * 9)
+            continue
+        unit = " %" if r["metric"] == "accuracy" else f" {r['metric']}"
+        epochs = sorted({e for e in r["epochs"] if e is not None})
+        paper = "—" if r["paper"] is None else f"{r['paper']}" + ("*" if r.get("paper_note") else "")
+        diff = "—" if r["diff_vs_paper"] is None else f"{r['diff_vs_paper']:+.2f}"
+        lines.append(
+            f"| {row['label']} | {r['experiment']} | {_fmt(r['test_mean'], r['test_std'], r['metric'])}{unit} "
+            f"| {len(r['seeds'])} | {paper} | {diff} | {r['params'] or 'n/a'} | {', '.join(map(str, epochs)) or 'n/a'} "
+            f"| {'n/a' if r['time_per_epoch_s'] is None else format(r['time_per_epoch_s'], '.1f')} "
+            f"| {'n/a' if not r['train_time_total_s'] else format(r['train_time_total_s'] / 60, '.1f')} "
+            f"| {r['data_source'] or 'n/a'} | {'`' + r['command'] + '`' if r['command'] else 'n/a'} |"
+        )
+    lines.append("")
+    lines.append(
+        "One experiment per row of the table being reproduced, chosen in the rows file; its numbers are those of "
+        "the full table. Mean ± sample std over seeds at the best-validation epoch. * paper number whose row or N "
+        "is unverified. command: the first seed's; other seeds differ in train.seed."
     )
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """Copy the small text files of finished runs into ``results/`` (no checkpoints, no plots).
 
     python scripts/collect_results.py runs results
-    lipschitz-rnn report results --markdown RESULTS-table.md --json results/summary.json
+    lipschitz-rnn report results --rows results/rows.toml --markdown RESULTS-table.md --json results/summary.json
 
 Per run: ``config.toml`` (resolved), ``meta.json``, ``metrics.jsonl``, ``summary.json``,
 ``train.log``, ``stability_{start,end}.json``, the output of ``lipschitz-rnn eval --json`` saved

@@ -144,7 +144,7 @@ def test_rows_are_a_table_of_their_own_in_the_rows_order_and_each_record_names_i
     assert lines[0].startswith("| row | experiment |")
     assert lines[1].startswith("| mine first | smnist_mine | 97.50 % | 1 | — | — |")
     assert lines[2].startswith("| sMNIST, N = 128, Lipschitz Euler | smnist_lipschitz_euler_n128 | 99.20 ± 0.20 % | 3 ")
-    assert "| 99.4 | -0.20 | 34314 | 100 |" in lines[2]
+    assert "| 3 (1 diverged, 1 unfinished) | 99.4 | -0.20 | 34314 | 100 |" in lines[2]
     assert lines[3].startswith("| not trained yet | smnist_lipschitz_midpoint_n128 | no runs |")
     assert lines[3].count("|") == lines[0].count("|")
     assert "row 'not trained yet': no runs of smnist_lipschitz_midpoint_n128" in captured.err

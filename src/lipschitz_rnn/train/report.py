@@ -165,6 +165,27 @@ def _fmt(value: Optional[float], std: Optional[float], metric: Optional[str]) ->
     return text + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def _cells(r: dict[str, Any]) -> dict[str, str]:
+    """A record's table cells that both tables show, formatted once."""
+    flags = []
+    if r["n_diverged"]:
+        flags.append(f"{r['n_diverged']} diverged")
+    if r["n_incomplete"]:
+        flags.append(f"{r['n_incomplete']} unfinished")
+    return {
+        "test": _fmt(r["test_mean"], r["test_std"], r["metric"]),
+        "seeds": f"{len(r['seeds'])}" + (f" ({', '.join(flags)})" if flags else ""),
+        "paper": "—" if r["paper"] is None else f"{r['paper']}" + ("*" if r.get("paper_note") else ""),
+        "diff": "—" if r["diff_vs_paper"] is None else f"{r['diff_vs_paper']:+.2f}",
+        "params": f"{r['params'] or 'n/a'}",
+        "data": r["data_source"] or "n/a",
+        "epochs": ", ".join(map(str, sorted({e for e in r["epochs"] if e is not None}))) or "n/a",
+        "s_epoch": "n/a" if r["time_per_epoch_s"] is None else format(r["time_per_epoch_s"], ".1f"),
+        "train_min": "n/a" if not r["train_time_total_s"] else format(r["train_time_total_s"] / 60, ".1f"),
+        "command": "`" + r["command"] + "`" if r["command"] else "n/a",
+    }
+
+
 def markdown_table(records: list[dict[str, Any]]) -> str:
     """The records as a Markdown table beside the paper's numbers."""
     header = (
@@ -173,26 +194,14 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in records:
-        metric = r["metric"]
-        unit = " (%)" if metric == "accuracy" else ""
+        c = _cells(r)
+        unit = " (%)" if r["metric"] == "accuracy" else ""
         model = r["model"] + (f" ({r['method']})" if r.get("method") else "")
-        epochs = sorted({e for e in r["epochs"] if e is not None})
-        flags = []
-        if r["n_diverged"]:
-            flags.append(f"{r['n_diverged']} diverged")
-        if r["n_incomplete"]:
-            flags.append(f"{r['n_incomplete']} unfinished")
-        seeds = f"{len(r['seeds'])}" + (f" ({', '.join(flags)})" if flags else "")
-        paper = "—" if r["paper"] is None else f"{r['paper']}" + ("*" if r.get("paper_note") else "")
-        diff = "—" if r["diff_vs_paper"] is None else f"{r['diff_vs_paper']:+.2f}"
         lines.append(
-            f"| {r['experiment']} | {r['task']} | {model} | {r['hidden_size']} | {r['params'] or 'n/a'} "
-            f"| {metric}{unit} | {_fmt(r['test_mean'], r['test_std'], metric)} "
-            f"| {_fmt(r['test_last_mean'], r['test_last_std'], metric)} | {seeds} | {paper} | {diff} "
-            f"| {r['data_source'] or 'n/a'} | {', '.join(map(str, epochs)) or 'n/a'} "
-            f"| {'n/a' if r['time_per_epoch_s'] is None else format(r['time_per_epoch_s'], '.1f')} "
-            f"| {'n/a' if not r['train_time_total_s'] else format(r['train_time_total_s'] / 60, '.1f')} "
-            f"| {', '.join(r['devices']) or 'n/a'} | {'`' + r['command'] + '`' if r['command'] else 'n/a'} |"
+            f"| {r['experiment']} | {r['task']} | {model} | {r['hidden_size']} | {c['params']} "
+            f"| {r['metric']}{unit} | {c['test']} | {_fmt(r['test_last_mean'], r['test_last_std'], r['metric'])} "
+            f"| {c['seeds']} | {c['paper']} | {c['diff']} | {c['data']} | {c['epochs']} | {c['s_epoch']} "
+            f"| {c['train_min']} | {', '.join(r['devices']) or 'n/a'} | {c['command']} |"
         )
     lines.append("")
     lines.append(
@@ -257,16 +266,11 @@ def rows_table(records: list[dict[str, Any]], rows: list[dict[str, str]]) -> str
         if r is None:
             lines.append(f"| {row['label']} | {row['experiment']} | no runs |" + " |" * 9)
             continue
+        c = _cells(r)
         unit = " %" if r["metric"] == "accuracy" else f" {r['metric']}"
-        epochs = sorted({e for e in r["epochs"] if e is not None})
-        paper = "—" if r["paper"] is None else f"{r['paper']}" + ("*" if r.get("paper_note") else "")
-        diff = "—" if r["diff_vs_paper"] is None else f"{r['diff_vs_paper']:+.2f}"
         lines.append(
-            f"| {row['label']} | {r['experiment']} | {_fmt(r['test_mean'], r['test_std'], r['metric'])}{unit} "
-            f"| {len(r['seeds'])} | {paper} | {diff} | {r['params'] or 'n/a'} | {', '.join(map(str, epochs)) or 'n/a'} "
-            f"| {'n/a' if r['time_per_epoch_s'] is None else format(r['time_per_epoch_s'], '.1f')} "
-            f"| {'n/a' if not r['train_time_total_s'] else format(r['train_time_total_s'] / 60, '.1f')} "
-            f"| {r['data_source'] or 'n/a'} | {'`' + r['command'] + '`' if r['command'] else 'n/a'} |"
+            f"| {row['label']} | {r['experiment']} | {c['test']}{unit} | {c['seeds']} | {c['paper']} | {c['diff']} "
+            f"| {c['params']} | {c['epochs']} | {c['s_epoch']} | {c['train_min']} | {c['data']} | {c['command']} |"
         )
     lines.append("")
     lines.append(

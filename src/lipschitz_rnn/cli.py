@@ -167,8 +167,8 @@ def _report(args) -> int:
         labels = {row["experiment"]: row["label"] for row in rows}
         for record in records:
             record["row"] = labels.get(record["experiment"])
-        notes.extend(f"row {row['label']!r}: no runs of {row['experiment']}" for row in rows
-                     if row["experiment"] not in {r["experiment"] for r in records})  # fmt: skip
+        missing = [row for row in rows if row["experiment"] not in {r["experiment"] for r in records}]
+        notes.extend(f"row {row['label']!r}: no runs of {row['experiment']}" for row in missing)
     table = markdown_table(records)
     table_of_rows = rows_table(records, rows) if rows else ""
     robustness = robustness_table(find_analyses(args.dirs))

@@ -99,6 +99,14 @@ def _train_process(config, out, *overrides):
     )
 
 
+def _wait_for(path, process, timeout=120.0):
+    """The moment ``path`` appears (or ``process`` ends, or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return time.monotonic()
+
+
 def test_resume_after_sigkill_at_a_random_moment_is_exact(tmp_path):
     config = write_config(tmp_path, extra="")
     overrides = [
@@ -108,18 +116,23 @@ def test_resume_after_sigkill_at_a_random_moment_is_exact(tmp_path):
         "train.epochs=3",
         "train.checkpoint_every_steps=2",
     ]
+    # The uninterrupted run first, alone: it times the window from the first checkpoint to the
+    # summary on this machine, so the kill lands inside training however fast the machine is
+    # (a fixed delay once let a fast machine finish the run before the kill).
     whole = _train_process(config, tmp_path / "whole", *overrides)
+    first = _wait_for(tmp_path / "whole" / "checkpoints" / "last", whole)
+    window = _wait_for(tmp_path / "whole" / "summary.json", whole) - first
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert window > 0.05, f"the run trains for only {window:.3f} s after its first checkpoint; make it longer"
+
     victim = _train_process(config, tmp_path / "killed", *overrides)
-    first_checkpoint = tmp_path / "killed" / "checkpoints" / "last"
-    deadline = time.monotonic() + 120
-    while not first_checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    delay = random.uniform(0.0, 1.0)
+    _wait_for(tmp_path / "killed" / "checkpoints" / "last", victim)
+    delay = random.uniform(0.0, 0.5 * window)
     time.sleep(delay)
-    assert victim.poll() is None, f"the run ended before the kill (delay {delay:.2f} s); make it longer"
+    assert victim.poll() is None, f"the run ended before the kill (delay {delay:.2f} s of {window:.2f} s)"
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "summary.json").exists()
+    assert not (tmp_path / "killed" / "summary.json").exists(), f"killed after training (delay {delay:.2f} s)"
 
     resumed = subprocess.run(
         [sys.executable, "-m", "lipschitz_rnn", "train", "--resume", str(tmp_path / "killed")],
@@ -129,5 +142,4 @@ def test_resume_after_sigkill_at_a_random_moment_is_exact(tmp_path):
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
     assert_same_run(tmp_path / "whole", tmp_path / "killed")

@@ -7,7 +7,7 @@ import torch
 
 import lipschitz_rnn as lr
 from lipschitz_rnn.cli import main
-from lipschitz_rnn.train import load_checkpoint, load_config
+from lipschitz_rnn.train import evaluate_run, load_checkpoint, load_config
 from test_train_toytasks import read_jsonl, write_config
 
 OVERRIDES = ["log.plots=true", "train.lr_milestones=[1]", "train.checkpoint_every_steps=3", "model.method=midpoint"]
@@ -114,6 +114,19 @@ def test_checkpoints_hold_their_epoch_and_load_with_weights_only(run):
     _, best = load_checkpoint(run_dir / "checkpoints" / "best")
     assert best["epoch"] == summary["best_epoch"]
     assert set(state) >= {"optimizer", "rng", "history", "best", "global_step", "running", "weights_sha256"}
+
+
+def test_best_checkpoint_keeps_weights_and_record_but_no_optimizer_state(run):
+    _, run_dir = run
+    _, best = load_checkpoint(run_dir / "checkpoints" / "best")
+    assert set(best) == {"epoch", "global_step", "best", "format", "format_version", "weights_sha256"}
+    assert best["best"]["epoch"] == best["epoch"] and best["global_step"] > 0
+    last = run_dir / "checkpoints" / "last" / "state.pt"
+    assert (run_dir / "checkpoints" / "best" / "state.pt").stat().st_size < last.stat().st_size / 4
+    # what `lipschitz-rnn eval` needs: the weights load into the model and score the recorded test metric
+    result = evaluate_run(run_dir, "best", "test", device="cpu")
+    assert result["epoch"] == best["epoch"]
+    assert result["accuracy"] == pytest.approx(best["best"]["test"], abs=1e-9)
 
 
 def test_stability_reports_before_and_after_training_differ(run):

@@ -10,7 +10,8 @@ Layout of a run directory::
     stability_start.json     stability report of every Lipschitz/Antisymmetric cell before training
     stability_end.json       ... and after
     checkpoints/last/        model.safetensors + state.pt (optimizer, RNG, position, history)
-    checkpoints/best/        the same, at the best validation epoch
+    checkpoints/best/        the weights at the best validation epoch, with that epoch's position and record
+                             (no optimizer or RNG state: it is evaluated, never resumed from)
     plots/*.png              learning curves, eigenvalues, stability margins (matplotlib)
     tensorboard/             event files (tensorboard)
 

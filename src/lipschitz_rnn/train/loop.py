@@ -274,7 +274,7 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         state = checkpoint_state(epoch + 1, 0)
         if main:
             if improved:
-                save_checkpoint(run_dir / "checkpoints" / "best", scored.state_dict(), state)
+                save_checkpoint(run_dir / "checkpoints" / "best", scored.state_dict(), _best_state(state))
             save_checkpoint(run_dir / "checkpoints" / "last", scored.state_dict(), state)
             write_metrics(run_dir / "metrics.jsonl", history)
             tensorboard.write(record)
@@ -469,6 +469,15 @@ def _diverged(cfg, run_dir: Path, log, main: bool, epoch: int, step: int, loss: 
             },
         )
     return TrainingDiverged(message)
+
+
+#: what the best-validation checkpoint keeps of the training state: it is for evaluation, never resumed
+#: from, so it leaves out the optimizer's moments (twice the weights under Adam), the RNG, history and state
+BEST_STATE_KEYS = ("epoch", "global_step", "best")
+
+
+def _best_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {key: state[key] for key in BEST_STATE_KEYS}
 
 
 def _progress_bar(total: int, initial: int, description: str, enabled: bool):

@@ -84,7 +84,7 @@ def init_linear_maps_(model: nn.Module, scheme: str = "xavier_normal") -> nn.Mod
 
         >>> import lipschitz_rnn as lr
         >>> model = init_linear_maps_(lr.SequenceClassifier(lr.build_model("lipschitz", 1, 128), 10))
-        >>> float(model.D.bias.abs().max()), float(model.rnn.cells[0].b.abs().max())
+        >>> model.D.bias.abs().max().item(), model.rnn.cells[0].b.abs().max().item()
         (0.0, 0.0)
     """
     if scheme not in LINEAR_INITS:

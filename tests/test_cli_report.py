@@ -1,6 +1,7 @@
 """`lipschitz-rnn report`: runs grouped by experiment, mean ± std over seeds, beside the paper's numbers."""
 
 import json
+import shlex
 import statistics
 
 import pytest
@@ -269,3 +270,56 @@ def test_a_run_without_a_validation_split_reports_its_last_epoch_and_the_footer_
     assert record["test_mean"] == pytest.approx(95.7) and record["test_last_mean"] == pytest.approx(95.7)
     assert "no validation split" in record["test_reported"]
     assert "a run without a validation split: the last epoch's" in out_md.read_text()
+
+
+# -- the command column: a command that trains the run again with today's config files ----------
+
+
+def _run_with_command(directory, config_path, overrides, name="smnist_cmd"):
+    """A fake run trained from ``config_path`` with ``overrides``, its command recorded as the CLI does."""
+    fake_run(directory, name, 0, test_best=99.0, test_last=99.0)
+    cfg = parse_config(config_path.read_text(), overrides)
+    (directory / "config.toml").write_text(to_toml(cfg))
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["command"] = ["lipschitz-rnn", "train", str(config_path), *overrides, "--out", str(directory)]
+    (directory / "meta.json").write_text(json.dumps(meta))
+
+
+def _record(runs_root, tmp_path):
+    assert main(["report", str(runs_root), "--json", str(tmp_path / "s.json")]) == 0
+    (record,) = json.loads((tmp_path / "s.json").read_text())
+    return record
+
+
+def test_the_command_is_the_recorded_one_while_the_config_file_is_unchanged(tmp_path, capsys):
+    config = tmp_path / "smnist.toml"
+    config.write_text(CONFIG.format(name="smnist_cmd", paper="", seed=0))
+    _run_with_command(tmp_path / "runs" / "a", config, ["train.lr=0.002"])
+    record = _record(tmp_path / "runs", tmp_path)
+    assert record["command"] == record["command_recorded"] == f"lipschitz-rnn train {config} train.lr=0.002"
+
+
+def test_a_config_file_changed_after_the_run_gets_the_overrides_that_restore_the_run(tmp_path, capsys):
+    config = tmp_path / "smnist.toml"
+    config.write_text(CONFIG.format(name="smnist_cmd", paper="", seed=0))
+    _run_with_command(tmp_path / "runs" / "a", config, ["train.lr=0.002"])
+    # a later search moves two defaults of the file
+    config.write_text(CONFIG.format(name="smnist_cmd", paper="", seed=0) + "lr_milestones = [30, 60]\n")
+    config.write_text(config.read_text().replace('method = "euler"', 'method = "midpoint"'))
+    record = _record(tmp_path / "runs", tmp_path)
+    assert record["command_recorded"] == f"lipschitz-rnn train {config} train.lr=0.002"
+    assert record["command"] == record["command_recorded"] + " model.method=euler 'train.lr_milestones=[]'"
+    # and the command does what it says: today's file with its overrides is the run's config
+    overrides = shlex.split(record["command"])[3:]
+    ran = parse_config((tmp_path / "runs" / "a" / "config.toml").read_text())
+    assert parse_config(config.read_text(), overrides) == ran
+
+
+def test_a_config_file_that_cannot_be_restored_by_overrides_gives_the_runs_own_config(tmp_path, capsys):
+    config = tmp_path / "smnist.toml"
+    config.write_text(CONFIG.format(name="smnist_cmd", paper="", seed=0))
+    _run_with_command(tmp_path / "runs" / "a", config, [])
+    # the file gains a task option the run did not have: an override can change it, not remove it
+    config.write_text(config.read_text().replace('name = "smnist"', 'name = "smnist"\ninput_scale = "unit"'))
+    record = _record(tmp_path / "runs", tmp_path)
+    assert record["command"] == f"lipschitz-rnn train {tmp_path / 'runs' / 'a' / 'config.toml'}"

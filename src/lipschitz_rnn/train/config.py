@@ -71,6 +71,7 @@ __all__ = [
     "TrainConfig",
     "check_registries",
     "load_config",
+    "overrides_between",
     "parse_config",
     "parse_overrides",
     "to_toml",
@@ -481,6 +482,53 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
+
+
+def overrides_between(base: Config, target: Config, skip: Sequence[str] = ("log",)) -> Optional[list[str]]:
+    """The ``section.key=value`` overrides that turn ``base`` into ``target``, sections in ``skip`` aside.
+
+    ``None`` where no overrides can: ``base`` has an option that ``target`` lacks (an override adds
+    or changes a key, it cannot remove one).
+
+    Example:
+        >>> text = '''
+        ... [experiment]
+        ... name = "demo"
+        ... [task]
+        ... name = "adding"
+        ... [model]
+        ... name = "lipschitz"
+        ... hidden_size = 8
+        ... [train]
+        ... epochs = 2
+        ... batch_size = 64
+        ... '''
+        >>> base = parse_config(text)
+        >>> overrides_between(base, parse_config(text, ["train.lr=0.01", "train.lr_milestones=[1, 2]"]))
+        ['train.lr=0.01', 'train.lr_milestones=[1,2]']
+        >>> overrides_between(parse_config(text, ["task.length=50"]), base) is None  # cannot remove an option
+        True
+    """
+    have, want = config_to_dict(base), config_to_dict(target)
+    overrides = []
+    for section in SECTIONS:
+        if section in skip:
+            continue
+        if set(have[section]) - set(want[section]):
+            return None
+        for key, value in want[section].items():
+            if key not in have[section] or have[section][key] != value:
+                overrides.append(f"{section}.{key}={_override_value(value)}")
+    return overrides
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as the command line writes it: a bare word where it reads back the same, lists without spaces."""
+    if isinstance(value, str) and value and _parse_value(value) == value and value == value.strip():
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float)) for v in value):
+        return "[" + ",".join(_toml_value(v) for v in value) + "]"
+    return _toml_value(value)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

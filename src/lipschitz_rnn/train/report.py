@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -21,12 +22,19 @@ from typing import Any, Iterable, Iterator, Optional, Union
 from ..analysis.hessian import ritz_value_resolved
 from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
-from .config import load_config
+from .config import ConfigError, load_config, overrides_between
 
 __all__ = ["find_runs", "find_searches", "load_rows", "markdown_table", "rows_table", "search_table", "summarize"]
 
 #: experiment names of validation-search trials (``scripts/val_search.py``): not rows of the table
 SEARCH_PREFIX = "search-"
+
+#: what the tables' command column holds (:func:`_command`)
+COMMAND_NOTE = (
+    "the first seed's, which trains it again with today's config files: where a file changed after the run, "
+    "the overrides that restore the run's settings are appended (summary.json keeps the command as it ran as "
+    "command_recorded); other seeds differ in train.seed."
+)
 
 #: the keys every record of ``summary.json`` has (more may follow)
 RECORD_KEYS = (
@@ -134,7 +142,8 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
             "diff_vs_paper": None if (paper is None or test_mean is None) else round(test_mean - paper.value, 4),
             "train_time_total_s": sum(r["summary"].get("total_time_s") or 0.0 for r in done) or None,
             "devices": sorted({str(r["meta"].get("device_name") or r["meta"].get("device")) for r in done}),
-            "command": _command(first["meta"]),
+            "command": _command(first),
+            "command_recorded": " ".join(_recorded_command(first["meta"]) or []) or None,
             "paper_key": cfg.experiment.paper or None,
             "paper_source": paper.source if paper else None,
             "paper_note": paper.note if paper else None,
@@ -146,15 +155,41 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
     return records
 
 
-def _command(meta: dict[str, Any]) -> Optional[str]:
-    """The run's ``lipschitz-rnn train`` command without its output folder and progress switch."""
+def _recorded_command(meta: dict[str, Any]) -> Optional[list[str]]:
+    """The run's ``lipschitz-rnn train`` command as it ran, without its output folder and progress switch."""
     words = list(meta.get("command") or [])
     if not words:
         return None
     if "--out" in words:
         at = words.index("--out")
         del words[at : at + 2]
-    return " ".join(w for w in words if w != "log.progress=false")
+    return [w for w in words if w != "log.progress=false"]
+
+
+def _command(run: dict[str, Any]) -> Optional[str]:
+    """A command that trains the run again with today's config files.
+
+    The recorded command, where its config file still resolves to the run's recorded config. Where
+    the file has changed since (a later search moved a default), the overrides that restore the run's
+    settings are appended; where no override can (an option was removed, the file no longer loads),
+    the command trains from the run's own resolved ``config.toml``. A file that is not found from
+    here (a report made outside the repository) leaves the recorded command as it is.
+    """
+    words = _recorded_command(run["meta"])
+    if words is None or "train" not in words:
+        return None if words is None else " ".join(words)
+    at = words.index("train") + 1
+    items = words[at:]
+    configs = [item for item in items if "=" not in item and not item.startswith("-")]
+    if len(configs) != 1 or not Path(configs[0]).is_file():
+        return " ".join(words)
+    try:
+        extra = overrides_between(load_config(configs[0], [item for item in items if "=" in item]), run["cfg"])
+    except ConfigError:
+        extra = None
+    if extra is None:
+        return " ".join([*words[:at], str(run["dir"] / "config.toml")])
+    return " ".join(words + [shlex.quote(item) for item in extra])
 
 
 def _fmt(value: Optional[float], std: Optional[float], metric: Optional[str]) -> str:
@@ -210,7 +245,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
         "Mean ± sample std over seeds of completed runs. * paper number whose row or N is unverified. "
         "Δ: test (best val) minus paper. s/epoch and train min: wall time of training and per-epoch "
         "evaluation as the runs logged it (runs that shared a GPU ran slower than alone). "
-        "command: the first seed's; other seeds differ in train.seed."
+        f"command: {COMMAND_NOTE}"
     )
     return "\n".join(lines) + "\n"
 
@@ -276,7 +311,7 @@ def rows_table(records: list[dict[str, Any]], rows: list[dict[str, str]]) -> str
     lines.append(
         "One experiment per row of the table being reproduced, chosen in the rows file; its numbers are those of "
         "the full table. Mean ± sample std over seeds at the best-validation epoch. * paper number whose row or N "
-        "is unverified. command: the first seed's; other seeds differ in train.seed."
+        f"is unverified. command: {COMMAND_NOTE}"
     )
     return "\n".join(lines) + "\n"
 

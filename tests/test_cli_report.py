@@ -323,3 +323,43 @@ def test_a_config_file_that_cannot_be_restored_by_overrides_gives_the_runs_own_c
     config.write_text(config.read_text().replace('name = "smnist"', 'name = "smnist"\ninput_scale = "unit"'))
     record = _record(tmp_path / "runs", tmp_path)
     assert record["command"] == f"lipschitz-rnn train {tmp_path / 'runs' / 'a' / 'config.toml'}"
+
+
+# -- --against: a re-run beside the run it repeats ------------------------------------------------
+
+
+def test_a_rerun_is_shown_beside_the_reference_run_of_its_experiment_and_seed(runs, tmp_path, capsys):
+    key = "smnist_lipschitz_euler_n128"
+    rerun = tmp_path / "rerun"
+    fake_run(rerun / "a", key, 1, test_best=99.05, test_last=99.0, paper=key)  # the same settings
+    fake_run(rerun / "b", key, 2, test_best=98.0, test_last=98.0, paper=key)
+    config = rerun / "b" / "config.toml"
+    config.write_text(to_toml(parse_config(config.read_text(), ["train.epochs=2", "model.method=midpoint"])))
+    fake_run(rerun / "c", "smnist_new", 0, test_best=90.0, test_last=90.0)
+    capsys.readouterr()
+    assert main(["report", str(rerun), "--against", str(runs), "--json", str(tmp_path / "c.json")]) == 0
+    table = capsys.readouterr().out
+    by_seed = {(r["experiment"], r["seed"]): r for r in json.loads((tmp_path / "c.json").read_text())}
+    same = by_seed[(key, 1)]
+    assert same["reference_dir"] == str(runs / key / "seed1") and same["reference_test"] == 99.2
+    assert same["diff"] == pytest.approx(99.05 - 99.2) and same["settings_differ"] == []
+    assert same["paper"] == 99.4
+    changed = by_seed[(key, 2)]
+    assert changed["settings_differ"] == ["model.method=midpoint", "train.epochs=2"]
+    assert by_seed[("smnist_new", 0)]["reference_dir"] is None
+    assert "| -0.15 |" in table and "`train.epochs=2`" in table and "no reference run" in table
+
+
+def test_against_takes_no_markdown(runs, tmp_path, capsys):
+    code = main(["report", str(runs), "--against", str(runs), "--markdown", str(tmp_path / "R.md")])
+    assert code == 2 and "--against" in capsys.readouterr().err
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_a_rerun_reported_with_the_runs_it_repeats_is_flagged(runs, tmp_path, capsys):
+    key = "smnist_lipschitz_euler_n128"
+    fake_run(tmp_path / "rerun" / "a", key, 1, test_best=99.05, test_last=99.0, paper=key)
+    assert main(["report", str(runs), str(tmp_path / "rerun"), "--json", str(tmp_path / "s.json")]) == 0
+    assert "repeat seed(s) [1]" in capsys.readouterr().err
+    record = next(r for r in json.loads((tmp_path / "s.json").read_text()) if r["experiment"] == key)
+    assert record["seeds"] == [0, 1, 1, 2] and "repeat seed(s) [1]" in record["warning"]

@@ -4,6 +4,7 @@
     lipschitz-rnn train --resume RUN_DIR [train.epochs=N ...] [--device DEV]
     lipschitz-rnn eval RUN_DIR [--checkpoint best|last] [--split test|val] [--device DEV] [--json]
     lipschitz-rnn report DIRS... [--rows ROWS.toml] [--markdown PATH] [--json PATH]
+    lipschitz-rnn report DIRS... --against REFERENCE_DIR [--json PATH]      # a re-run beside the run it repeats
     lipschitz-rnn analyze RUN_DIR... [--out DIR] [--samples N] [--parts hessian,input_hessian,perturbation,stability]
     torchrun --nproc_per_node=K -m lipschitz_rnn train CONFIG ...      # DistributedDataParallel
 
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TOML",
         help="which experiment stands for each row of the reproduced table ([[row]] label, experiment): "
         "a table of those rows first, and each record's 'row' in the JSON",
+    )
+
+    report.add_argument(
+        "--against",
+        metavar="DIR",
+        help="instead: each run under DIRS beside the run of the same experiment and seed under DIR "
+        "(e.g. a re-run of a committed row against results/); --json writes these records",
     )
 
     analyze = commands.add_parser("analyze", help="Hessian spectra and perturbation robustness of trained runs")
@@ -160,9 +168,12 @@ def _report(args) -> int:
         update_markdown,
     )
 
+    if args.against:
+        return _compare(args)
     rows = load_rows(args.rows) if args.rows else []  # a bad rows file stops the report before any work
     notes: list[str] = []
     records = summarize(args.dirs, notes)
+    notes.extend(f"{r['experiment']}: {r['warning']}" for r in records if r.get("warning"))
     if rows:
         labels = {row["experiment"]: row["label"] for row in rows}
         for record in records:
@@ -186,6 +197,25 @@ def _report(args) -> int:
     if args.markdown:  # the tables between their markers; the prose around them is kept
         tables = {"rows": table_of_rows, "results": table, "robustness": robustness, "searches": searches}
         atomic_write_text(args.markdown, update_markdown(args.markdown, tables))
+    if args.json:
+        atomic_write_json(args.json, records)
+    return 0
+
+
+def _compare(args) -> int:
+    from .train.checkpoint import atomic_write_json
+    from .train.report import compare_runs, comparison_table
+
+    if args.markdown or args.rows:
+        raise ValueError("--against prints a comparison of runs; it takes no --markdown or --rows")
+    notes: list[str] = []
+    records = compare_runs(args.dirs, [args.against], notes)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not records:
+        print("no run directories found under: " + ", ".join(args.dirs), file=sys.stderr)
+        return 0
+    print(comparison_table(records), end="")
     if args.json:
         atomic_write_json(args.json, records)
     return 0

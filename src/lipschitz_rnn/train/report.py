@@ -24,7 +24,17 @@ from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
 from .config import ConfigError, load_config, overrides_between
 
-__all__ = ["find_runs", "find_searches", "load_rows", "markdown_table", "rows_table", "search_table", "summarize"]
+__all__ = [
+    "compare_runs",
+    "comparison_table",
+    "find_runs",
+    "find_searches",
+    "load_rows",
+    "markdown_table",
+    "rows_table",
+    "search_table",
+    "summarize",
+]
 
 #: experiment names of validation-search trials (``scripts/val_search.py``): not rows of the table
 SEARCH_PREFIX = "search-"
@@ -149,8 +159,14 @@ def summarize(paths: Iterable[Union[str, Path]], notes: Optional[list[str]] = No
             "paper_note": paper.note if paper else None,
             "run_dirs": [str(r["dir"]) for r in group],
         }
+        warnings = []
         if len({(r["cfg"].task.name, r["meta"].get("model", {}).get("params")) for r in group}) > 1:
-            record["warning"] = "runs of this experiment differ in task or parameter count"
+            warnings.append("runs of this experiment differ in task or parameter count")
+        repeated = sorted({seed for seed in record["seeds"] if record["seeds"].count(seed) > 1})
+        if repeated:  # e.g. a re-run reported together with the committed runs: both count in the mean
+            warnings.append(f"completed runs repeat seed(s) {repeated}; each counts in the mean")
+        if warnings:
+            record["warning"] = "; ".join(warnings)
         records.append(record)
     return records
 
@@ -190,6 +206,106 @@ def _command(run: dict[str, Any]) -> Optional[str]:
     if extra is None:
         return " ".join([*words[:at], str(run["dir"] / "config.toml")])
     return " ".join(words + [shlex.quote(item) for item in extra])
+
+
+# -- a re-run beside the run it repeats (``--against``) ------------------------------------------------
+
+
+def compare_runs(
+    paths: Iterable[Union[str, Path]], reference: Iterable[Union[str, Path]], notes: Optional[list[str]] = None
+) -> list[dict[str, Any]]:
+    """Each run under ``paths`` beside the run of the same experiment and seed under ``reference``.
+
+    One record per run, sorted by experiment and seed: its reported test metric (best-validation
+    epoch) and best validation, the reference run's, their difference, the paper's number, and
+    ``settings_differ``, the overrides that turn the reference run's config into this one's (its
+    ``[log]`` aside; ``None`` where overrides cannot say it). A run without a counterpart has
+    ``reference_dir`` None.
+
+    Example:
+        >>> compare_runs([], [])
+        []
+    """
+    runs, skipped = find_runs(paths)
+    references, skipped_references = find_runs(reference)
+    if notes is not None:
+        notes.extend(skipped + skipped_references)
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in references:
+        loaded = _load(path)
+        key = (loaded["cfg"].experiment.name, loaded["cfg"].train.seed)
+        done = loaded["summary"].get("status") == "completed"
+        if key not in by_key or (done and by_key[key]["summary"].get("status") != "completed"):
+            by_key[key] = loaded  # a completed run stands for its experiment and seed
+    records = []
+    for path in runs:
+        run = _load(path)
+        cfg, summary = run["cfg"], run["summary"]
+        ref = by_key.get((cfg.experiment.name, cfg.train.seed))
+        ref_summary = ref["summary"] if ref else {}
+        test, ref_test = _reported_test(summary), _reported_test(ref_summary)
+        paper = PAPER.get(cfg.experiment.paper)
+        records.append(
+            {
+                "experiment": cfg.experiment.name,
+                "seed": cfg.train.seed,
+                "metric": run["meta"].get("data", {}).get("metric"),
+                "run_dir": str(path),
+                "status": summary.get("status"),
+                "test": test,
+                "val_best": summary.get("val_best"),
+                "epochs": summary.get("epochs"),
+                "reference_dir": str(ref["dir"]) if ref else None,
+                "reference_status": ref_summary.get("status") if ref else None,
+                "reference_test": ref_test,
+                "reference_val_best": ref_summary.get("val_best"),
+                "reference_epochs": ref_summary.get("epochs"),
+                "diff": None if test is None or ref_test is None else round(test - ref_test, 6),
+                "paper": paper.value if paper else None,
+                "settings_differ": overrides_between(ref["cfg"], cfg) if ref else None,
+                "device": run["meta"].get("device_name") or run["meta"].get("device"),
+                "reference_device": (ref["meta"].get("device_name") or ref["meta"].get("device")) if ref else None,
+            }
+        )
+    return sorted(records, key=lambda r: (r["experiment"], r["seed"], r["run_dir"]))
+
+
+def comparison_table(records: list[dict[str, Any]]) -> str:
+    """The records of :func:`compare_runs` as a Markdown table."""
+    header = (
+        "| experiment | seed | metric | test (this run) | test (reference) | Δ | best val (this run) "
+        "| best val (reference) | epochs (this / reference) | paper | device (this / reference) "
+        "| settings that differ |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in records:
+        metric = r["metric"]
+        if r["reference_dir"] is None:
+            settings = "no reference run"
+        elif r["settings_differ"] is None:
+            settings = "options differ (compare the two config.toml)"
+        else:
+            settings = " ".join(f"`{item}`" for item in r["settings_differ"]) or "none"
+        test = _fmt(r["test"], None, metric) if r["status"] == "completed" else (r["status"] or "n/a")
+        ref_test = _fmt(r["reference_test"], None, metric)
+        if r["reference_dir"] is not None and r["reference_status"] != "completed":
+            ref_test = r["reference_status"] or "n/a"
+        diff = "—" if r["diff"] is None else f"{r['diff']:+.{2 if metric == 'accuracy' else 4}f}"
+        epochs = " / ".join("n/a" if e is None else str(e) for e in (r["epochs"], r["reference_epochs"]))
+        devices = " / ".join(d or "n/a" for d in (r["device"], r["reference_device"]))
+        lines.append(
+            f"| {r['experiment']} | {r['seed']} | {metric} | {test} | {ref_test} | {diff} "
+            f"| {_fmt(r['val_best'], None, metric)} | {_fmt(r['reference_val_best'], None, metric)} "
+            f"| {epochs} | {r['paper'] if r['paper'] is not None else '—'} | {devices} | {settings} |"
+        )
+    lines.append("")
+    lines.append(
+        "Each run beside the reference run of the same experiment and seed. test: at the best-validation "
+        "epoch; Δ: this run minus the reference. settings that differ: the overrides that turn the reference "
+        "run's config into this run's ([log] aside). Another GPU, torch version or backend changes the "
+        "floating-point order of operations, so a re-run matches its reference closely, not bit for bit."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: Optional[float], std: Optional[float], metric: Optional[str]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lipschitz_rnn.train.config import config_to_dict, load_config
+from lipschitz_rnn.train.config import config_to_dict, load_config, split_train_items
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "results" / "summary.json"
@@ -42,9 +42,8 @@ def test_there_are_committed_commands_to_check():
 def test_the_command_trains_the_config_every_seed_of_its_experiment_recorded(record, monkeypatch):
     monkeypatch.chdir(ROOT)  # the commands name config files relative to the repository
     words = shlex.split(record["command"])
-    items = words[words.index("train") + 1 :]
-    (config,) = [item for item in items if "=" not in item]
-    cfg = load_config(config, [item for item in items if "=" in item])
+    (config,), overrides = split_train_items(words[words.index("train") + 1 :])
+    cfg = load_config(config, overrides)
     seeds = []
     for run_dir in record["run_dirs"]:
         ran = load_config(Path(run_dir) / "config.toml")

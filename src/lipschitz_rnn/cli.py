@@ -118,9 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _train(args) -> int:
     from .train import ConfigError, load_config, resume_config, train
+    from .train.config import split_train_items
 
-    overrides = [item for item in args.items if "=" in item]
-    configs = [item for item in args.items if "=" not in item]
+    configs, overrides = split_train_items(args.items)
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.resume:

@@ -74,6 +74,7 @@ __all__ = [
     "overrides_between",
     "parse_config",
     "parse_overrides",
+    "split_train_items",
     "to_toml",
 ]
 
@@ -261,6 +262,16 @@ def parse_config(text: str, overrides: Sequence[str] = (), *, source: str = "<co
             raise ConfigError(f"{section}: must be a [section], got a {type(table).__name__}")
         table[key] = value
     return _from_dict(raw)
+
+
+def split_train_items(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``lipschitz-rnn train``'s positional items as (config files, ``section.key=value`` overrides).
+
+    Example:
+        >>> split_train_items(["configs/smnist/lipschitz_euler_n128.toml", "train.seed=1"])
+        (['configs/smnist/lipschitz_euler_n128.toml'], ['train.seed=1'])
+    """
+    return [item for item in items if "=" not in item], [item for item in items if "=" in item]
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, str, Any]]:
@@ -491,18 +502,9 @@ def overrides_between(base: Config, target: Config, skip: Sequence[str] = ("log"
     or changes a key, it cannot remove one).
 
     Example:
-        >>> text = '''
-        ... [experiment]
-        ... name = "demo"
-        ... [task]
-        ... name = "adding"
-        ... [model]
-        ... name = "lipschitz"
-        ... hidden_size = 8
-        ... [train]
-        ... epochs = 2
-        ... batch_size = 64
-        ... '''
+        >>> tables = ['experiment = {name = "demo"}', 'task = {name = "adding"}']
+        >>> tables += ['model = {name = "lipschitz", hidden_size = 8}', "train = {epochs = 2, batch_size = 64}"]
+        >>> text = "\\n".join(tables)
         >>> base = parse_config(text)
         >>> overrides_between(base, parse_config(text, ["train.lr=0.01", "train.lr_milestones=[1, 2]"]))
         ['train.lr=0.01', 'train.lr_milestones=[1,2]']

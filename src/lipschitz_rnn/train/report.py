@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 from ..analysis.hessian import ritz_value_resolved
 from ..paper import PAPER
 from .checkpoint import RunDirError, check_run_dir, read_json
-from .config import ConfigError, load_config, overrides_between
+from .config import ConfigError, load_config, overrides_between, split_train_items
 
 __all__ = [
     "compare_runs",
@@ -195,12 +195,12 @@ def _command(run: dict[str, Any]) -> Optional[str]:
     if words is None or "train" not in words:
         return None if words is None else " ".join(words)
     at = words.index("train") + 1
-    items = words[at:]
-    configs = [item for item in items if "=" not in item and not item.startswith("-")]
+    configs, overrides = split_train_items(words[at:])
+    configs = [item for item in configs if not item.startswith("-")]  # a flag's value (--device cuda) stays
     if len(configs) != 1 or not Path(configs[0]).is_file():
         return " ".join(words)
     try:
-        extra = overrides_between(load_config(configs[0], [item for item in items if "=" in item]), run["cfg"])
+        extra = overrides_between(load_config(configs[0], overrides), run["cfg"])
     except ConfigError:
         extra = None
     if extra is None:

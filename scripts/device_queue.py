@@ -13,7 +13,8 @@ before any run starts, so a typo stops the list at once and names its job.
 A run lives in ``runs/<experiment>/seed<k>``:
 one finished earlier (it has ``summary.json``) is skipped, one with a checkpoint resumes
 (``--resume``), and the run still going at the deadline is killed and resumes next time.
-Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``.
+Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``, and
+``--unpack DIR`` puts such archives back under ``runs/`` on a fresh machine, so that its runs resume.
 Two queues may share the GPUs (say a long list beside a search and its follow-up): run them
 with ``--no-pack`` and pack once at the end with ``--pack-only`` and every job list.
 
@@ -180,7 +181,7 @@ def command_for(job: Job) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("jobs", nargs="+", help="CONFIG:SEEDS[:OVERRIDE,...] or @FILE of them")
+    parser.add_argument("jobs", nargs="*", help="CONFIG:SEEDS[:OVERRIDE,...] or @FILE of them")
     parser.add_argument("--time-limit", type=float, default=540, help="seconds from start until every job stops")
     parser.add_argument("--per-gpu", type=int, default=1, help="concurrent jobs per GPU")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (0: all)")
@@ -188,7 +189,15 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
     parser.add_argument("--no-pack", action="store_true", help="leave the archives to a later --pack-only")
     parser.add_argument("--pack-only", action="store_true", help="write status and archives, train nothing")
+    parser.add_argument("--unpack", metavar="DIR", help="restore runs/ from DIR's runs-*.tgz, then stop")
     args = parser.parse_args()
+    if args.unpack:
+        os.chdir(ROOT)
+        restored, kept = unpack(Path(args.unpack))
+        print(f"device_queue: {restored} files restored from {args.unpack}; {kept} runs already here kept as they are")
+        return
+    if not args.jobs:
+        parser.error("name at least one job (or --unpack DIR)")
 
     deadline = time.time() + args.time_limit
     os.chdir(ROOT)
@@ -307,6 +316,42 @@ def pack(out: Path, part_bytes: int = 14 << 20, max_parts: int = 6) -> None:
                 archive.add(path)
     for files in parts[max_parts:]:
         print(f"device_queue: {len(files)} checkpoint files did not fit in the returned archives", flush=True)
+
+
+def unpack(folder: Path) -> tuple[int, int]:
+    """Put the archives that :func:`pack` wrote (``runs-results.tgz``, ``runs-ckpt-K.tgz``) back under ``runs/``.
+
+    For a fresh machine: its runs then resume where the earlier call stopped them. A run directory
+    that is already here (a warm machine's, which is at least as new) is kept as it is, and so is
+    every other file already here. Only regular files under ``runs/`` are written; any other member
+    (a link, an absolute path, ``..``) stops the unpacking with an error naming it.
+    Returns the number of files written and of runs kept.
+    """
+    archives = sorted(folder.glob("runs-results.tgz")) + sorted(folder.glob("runs-ckpt-*.tgz"))
+    if not archives:
+        raise SystemExit(f"device_queue: no runs-results.tgz or runs-ckpt-*.tgz in {folder}")
+    present = {p.parent for p in Path("runs").glob("*/seed*/meta.json")}
+    kept: set[Path] = set()
+    written = 0
+    for path in archives:
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():
+                if member.isdir():
+                    continue
+                name = Path(member.name)
+                if not member.isfile() or name.is_absolute() or ".." in name.parts or name.parts[:1] != ("runs",):
+                    raise SystemExit(f"device_queue: {path} holds {member.name!r}, not a file under runs/")
+                run_dir = Path(*name.parts[:3])
+                if run_dir in present:
+                    kept.add(run_dir)
+                    continue
+                if name.exists():
+                    continue
+                name.parent.mkdir(parents=True, exist_ok=True)
+                with archive.extractfile(member) as source, open(name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+                written += 1
+    return written, len(kept)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@
 #    then the final runs with the chosen settings. A spec may name its own runs per GPU as
 #    SPEC:K (SEARCH_PER_GPU, 2 by default, otherwise), and an unfinished search blocks no other;
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
-# Runs killed at the deadline resume on the next round (a warm machine keeps runs/; otherwise
-# carry the archives). Committed trial records (results/search/trials) are copied into runs/
+# Runs killed at the deadline resume on the next round (a warm machine keeps runs/; on a fresh
+# one, carry the archives in a folder and name it RESUME: they are unpacked into runs/ first). Committed trial records (results/search/trials) are copied into runs/
 # first, so finished trials are not run again. RECORD_ONLY names specs whose trials are in
 # the LONG list: their choice is recorded at the end. GPU_TESTS replaces the test selection.
 set -uo pipefail
@@ -40,6 +40,9 @@ fi
     -m gpu ${GPU_TESTS:-tests/test_backend_cuda_bptt.py tests/test_backend_triton.py -k "bptt or falls_back"}
   echo "pytest exit status $? (124: stopped at the ${LIMIT} s limit)" ) > "$OUT/gpu-tests.log" 2>&1 &
 if [ "${BENCH:-1}" = 1 ]; then wait; fi
+if [ -n "${RESUME:-}" ]; then  # an earlier call's archives, for a fresh machine (a warm one's runs are kept)
+    python scripts/device_queue.py --unpack "$RESUME" > "$OUT/unpack.log" 2>&1 || { cat "$OUT/unpack.log"; exit 1; }
+fi
 # finished trials of earlier rounds (their small files are committed) are not run again
 for trial in results/search/trials/*/; do
     [ -d "$trial" ] && [ ! -e "runs/$(basename "$trial")" ] && cp -r "$trial" runs/

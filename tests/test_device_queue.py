@@ -113,6 +113,66 @@ def test_pack_sends_results_and_the_checkpoints_a_later_round_needs(tmp_path, mo
     }
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_unpack_restores_the_packed_runs_on_a_fresh_machine(tmp_path, monkeypatch):
+    # the device hands a fresh machine only what is carried: the archives must rebuild runs/ so that
+    # the unfinished run resumes from its last checkpoint
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "done", finished=True)
+    _run(tmp_path, "going", finished=False)
+    (tmp_path / "runs" / "going" / "seed0.queue.jsonl").write_text('{"exit": "killed"}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out, part_bytes=1500)
+    sent = _files(tmp_path / "runs")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    assert device_queue.unpack(out) == (len(sent) - 3, 0)
+    restored = _files(fresh / "runs")
+    assert restored == {name: data for name, data in sent.items() if name in restored}
+    assert set(sent) - set(restored) == {  # what pack leaves out: nothing a resumed run reads
+        "done/seed0/tensorboard/events",
+        "going/seed0/tensorboard/events",
+        "done/seed0/checkpoints/last/model.safetensors",  # finished: its last state is not needed
+    }
+    assert "going/seed0/checkpoints/last/model.safetensors" in restored
+
+
+def test_unpack_keeps_the_runs_a_warm_machine_already_has(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "going", finished=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out)
+    newer = tmp_path / "runs" / "going" / "seed0" / "metrics.jsonl"
+    newer.write_text("{}\n{}\n")  # trained on after the archive was written
+    assert device_queue.unpack(out) == (0, 1)
+    assert newer.read_text() == "{}\n{}\n"
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "elsewhere/file", "runs/link"])
+def test_unpack_refuses_members_that_are_not_files_under_runs(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    archive_path = tmp_path / "runs-results.tgz"
+    with tarfile.open(archive_path, "w:gz") as archive:
+        member = tarfile.TarInfo(name)
+        if name == "runs/link":
+            member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(member, None if name == "runs/link" else __import__("io").BytesIO(b""))
+    with pytest.raises(SystemExit, match=re.escape(repr(name))):
+        device_queue.unpack(tmp_path)
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "outside").exists()
+
+
+def test_unpack_names_a_folder_without_archives(tmp_path):
+    with pytest.raises(SystemExit, match="no runs-results.tgz"):
+        device_queue.unpack(tmp_path)
+
+
 def test_pack_only_trains_nothing_and_reports_every_list(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     configs = tmp_path / "configs"

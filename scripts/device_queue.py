@@ -334,24 +334,36 @@ def unpack(folder: Path) -> tuple[int, int]:
     kept: set[Path] = set()
     written = 0
     for path in archives:
-        with tarfile.open(path) as archive:
-            for member in archive.getmembers():
-                if member.isdir():
-                    continue
-                name = Path(member.name)
-                if not member.isfile() or name.is_absolute() or ".." in name.parts or name.parts[:1] != ("runs",):
-                    raise SystemExit(f"device_queue: {path} holds {member.name!r}, not a file under runs/")
-                run_dir = Path(*name.parts[:3])
-                if run_dir in present:
-                    kept.add(run_dir)
-                    continue
-                if name.exists():
-                    continue
-                name.parent.mkdir(parents=True, exist_ok=True)
-                with archive.extractfile(member) as source, open(name, "wb") as target:
-                    shutil.copyfileobj(source, target)
-                written += 1
+        try:
+            written += _unpack_one(path, present, kept)
+        except (tarfile.TarError, EOFError, OSError) as error:  # truncated or not an archive: say which
+            raise SystemExit(f"device_queue: cannot unpack {path}: {error}") from error
     return written, len(kept)
+
+
+def _unpack_one(path: Path, present: set[Path], kept: set[Path]) -> int:
+    written = 0
+    with tarfile.open(path) as archive:
+        members = archive.getmembers()  # reads the whole archive first: a truncated one fails before any write
+        for member in members:
+            if member.isdir():
+                continue
+            name = Path(member.name)
+            if not member.isfile() or name.is_absolute() or ".." in name.parts or name.parts[:1] != ("runs",):
+                raise SystemExit(f"device_queue: {path} holds {member.name!r}, not a file under runs/")
+            run_dir = Path(*name.parts[:3])
+            if run_dir in present:
+                kept.add(run_dir)
+                continue
+            if name.exists():
+                continue
+            name.parent.mkdir(parents=True, exist_ok=True)
+            partial = name.with_name(name.name + ".unpacking")  # a cut-off file must not pass for a whole one
+            with archive.extractfile(member) as source, open(partial, "wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.replace(name)
+            written += 1
+    return written
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
 # 1. the GPU tests of the cuda-bptt backend and a wide-state benchmark (BENCH_ARGS: its sizes,
 #    models, impls) before any training, so the timings are not shared (on one GPU the benchmark
 #    runs first, alone); with BENCH=0 the tests run beside the training instead;
-# 2. under one MPS daemon, queues side by side: the LONG job list (PER_GPU runs per GPU, 2 by
-#    default) and one pipeline per validation search: its trials, then `val_search.py select`,
+# 2. under one MPS daemon, queues side by side: the LONG job lists (space-separated: one queue, in
+#    the order named; PER_GPU runs per GPU, 2 by default) and one pipeline per validation search:
+#    its trials, then `val_search.py select`,
 #    then the final runs with the chosen settings. A spec may name its own runs per GPU as
 #    SPEC:K (SEARCH_PER_GPU, 2 by default, otherwise), and an unfinished search blocks no other;
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
@@ -54,9 +55,11 @@ nvidia-cuda-mps-control -d
 left() { echo $((LIMIT - ($(date +%s) - start))); }
 
 lists=()
-if [ -n "$LONG" ]; then
-    lists+=("@$LONG")
-    python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${PER_GPU:-2}" --mps --no-pack "@$LONG" \
+long_lists=()
+for list in $LONG; do long_lists+=("@$list"); done
+if [ ${#long_lists[@]} -gt 0 ]; then
+    lists+=("${long_lists[@]}")
+    python scripts/device_queue.py --time-limit "$(left)" --per-gpu "${PER_GPU:-2}" --mps --no-pack "${long_lists[@]}" \
         > "$OUT/queue-long.log" 2>&1 &
 fi
 for item in $SEARCHES; do  # SPEC or SPEC:K

@@ -2,6 +2,7 @@
 
 import importlib.util
 import re
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -166,6 +167,20 @@ def test_unpack_refuses_members_that_are_not_files_under_runs(tmp_path, monkeypa
     with pytest.raises(SystemExit, match=re.escape(repr(name))):
         device_queue.unpack(tmp_path)
     assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "outside").exists()
+
+
+def test_unpack_names_a_truncated_archive_and_writes_nothing_from_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "going", finished=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out)
+    shutil.rmtree(tmp_path / "runs")
+    whole = (out / "runs-ckpt-0.tgz").read_bytes()
+    (out / "runs-ckpt-0.tgz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(SystemExit, match="cannot unpack .*runs-ckpt-0.tgz"):
+        device_queue.unpack(out)
+    assert not list((tmp_path / "runs").rglob("checkpoints/*/*"))  # the results archive came through; no checkpoint
 
 
 def test_unpack_names_a_folder_without_archives(tmp_path):

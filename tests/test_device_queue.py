@@ -1,6 +1,7 @@
 """scripts/device_queue.py: job specs, and the archives a GPU round sends back."""
 
 import importlib.util
+import io
 import re
 import shutil
 import sys
@@ -143,12 +144,19 @@ def test_unpack_restores_the_packed_runs_on_a_fresh_machine(tmp_path, monkeypatc
     assert "going/seed0/checkpoints/last/model.safetensors" in restored
 
 
-def test_unpack_keeps_the_runs_a_warm_machine_already_has(tmp_path, monkeypatch):
+@pytest.fixture
+def packed_unfinished_run(tmp_path, monkeypatch) -> Path:
+    """The archives of one unfinished run, ``runs/going/seed0``, packed in ``tmp_path/out`` (the cwd is tmp_path)."""
     monkeypatch.chdir(tmp_path)
     _run(tmp_path, "going", finished=False)
     out = tmp_path / "out"
     out.mkdir()
     device_queue.pack(out)
+    return out
+
+
+def test_unpack_keeps_the_runs_a_warm_machine_already_has(tmp_path, packed_unfinished_run):
+    out = packed_unfinished_run
     newer = tmp_path / "runs" / "going" / "seed0" / "metrics.jsonl"
     newer.write_text("{}\n{}\n")  # trained on after the archive was written
     assert device_queue.unpack(out) == (0, 1)
@@ -163,18 +171,14 @@ def test_unpack_refuses_members_that_are_not_files_under_runs(tmp_path, monkeypa
         member = tarfile.TarInfo(name)
         if name == "runs/link":
             member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        archive.addfile(member, None if name == "runs/link" else __import__("io").BytesIO(b""))
+        archive.addfile(member, None if name == "runs/link" else io.BytesIO(b""))
     with pytest.raises(SystemExit, match=re.escape(repr(name))):
         device_queue.unpack(tmp_path)
     assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "outside").exists()
 
 
-def test_unpack_names_a_truncated_archive_and_writes_nothing_from_it(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _run(tmp_path, "going", finished=False)
-    out = tmp_path / "out"
-    out.mkdir()
-    device_queue.pack(out)
+def test_unpack_names_a_truncated_archive_and_writes_nothing_from_it(tmp_path, packed_unfinished_run):
+    out = packed_unfinished_run
     shutil.rmtree(tmp_path / "runs")
     whole = (out / "runs-ckpt-0.tgz").read_bytes()
     (out / "runs-ckpt-0.tgz").write_bytes(whole[: len(whole) // 2])

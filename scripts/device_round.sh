@@ -85,7 +85,10 @@ for spec in ${RECORD_ONLY:-}; do
     python scripts/val_search.py select "$spec" --runs runs --record runs/search-records >> "$OUT/record-only.txt" 2>&1
 done
 python scripts/device_queue.py --pack-only "${lists[@]}" > "$OUT/pack.log" 2>&1
+packed=$?
+[ "$packed" = 0 ] || tail -n 20 "$OUT/pack.log"  # no status and no archives: say why, here
 echo "round took $(( $(date +%s) - start )) s" | tee "$OUT/took.txt"
 # the device returns at most 8 files: the logs and JSON travel as one archive
 (cd "$OUT" && find . -maxdepth 1 -type f \( -name '*.log' -o -name '*.txt' -o -name '*.json' \) -print0 |
     tar czf logs.tgz --remove-files --null -T -)
+exit "$packed"

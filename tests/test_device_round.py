@@ -122,3 +122,15 @@ def test_a_round_stops_on_a_corrupt_archive_before_training(tmp_path, bin_dir):
     assert "cannot unpack" in result.stdout and "runs-results.tgz" in result.stdout  # named, no traceback
     assert "Traceback" not in result.stdout
     assert not (machine / "runs" / "first").exists()
+
+
+def test_a_round_that_cannot_pack_says_why_and_fails(tmp_path, bin_dir):
+    # a round that trained nothing and wrote no archives must not pass for a finished one
+    machine = _machine(tmp_path / "machine")
+    (machine / "scripts" / "device_queue.py").write_text(  # a queue that trains nothing and cannot pack
+        'import sys\nif "--pack-only" in sys.argv:\n    raise SystemExit("device_queue: stand-in packing failure")\n'
+    )
+    result = _device_round(machine, bin_dir, tmp_path / "out", LONG="first.txt")
+    assert result.returncode != 0
+    assert "stand-in packing failure" in result.stdout
+    assert (tmp_path / "out" / "logs.tgz").is_file()  # the logs still come back

@@ -13,10 +13,12 @@
 #    then the final runs with the chosen settings. A spec may name its own runs per GPU as
 #    SPEC:K (SEARCH_PER_GPU, 2 by default, otherwise), and an unfinished search blocks no other;
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
-# Runs killed at the deadline resume on the next round (a warm machine keeps runs/; on a fresh
-# one, carry the archives in a folder and name it RESUME: they are unpacked into runs/ first). Committed trial records (results/search/trials) are copied into runs/
-# first, so finished trials are not run again. RECORD_ONLY names specs whose trials are in
-# the LONG list: their choice is recorded at the end. GPU_TESTS replaces the test selection.
+# Runs killed at the deadline resume on the next round: a warm machine keeps runs/; for a fresh
+# one, carry the archives in a folder and name it RESUME, and they are unpacked into runs/ first
+# (a corrupt archive stops the round before any training). Committed trial records
+# (results/search/trials) are copied into runs/ first, so finished trials are not run again.
+# RECORD_ONLY names specs whose trials are in the LONG list: their choice is recorded at the end.
+# GPU_TESTS replaces the test selection. The exit status is the packing's (non-zero: no archives).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}

@@ -5,7 +5,8 @@ to ``build_task`` / ``build_model``; the other sections have a fixed set of keys
 
     [experiment]              name, paper (key into lipschitz_rnn.paper.PAPER), imports, notes
     [task]                    name, then task options (permutation, input_scale, ...)
-    [model]                   name, hidden_size, num_layers, readout_dropout, linear_init, then model options (eps, ...)
+    [model]                   name, hidden_size, num_layers, readout_dropout, input_dropout, linear_init,
+                              then model options (eps, ...)
     [train]                   epochs, batch_size, optimizer, lr, ... (see TrainConfig)
     [log]                     progress, tensorboard, plots, stability
 
@@ -151,6 +152,8 @@ class ModelConfig:
     num_layers: int = 1
     # dropout on the hidden values the linear readout sees (training only); 0 = off
     readout_dropout: float = 0.0
+    # dropout on the RNN's input values (training only; whole tokens for one-hot inputs); 0 = off
+    input_dropout: float = 0.0
     # how the input maps U, b and the readout D are drawn (lipschitz_rnn.models.init_linear_maps_):
     # "default" (nn.Linear's) or "xavier_normal" (an early reference code's)
     linear_init: str = "default"
@@ -205,6 +208,7 @@ class Config:
 CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "experiment.name": _identifier,
     "model.readout_dropout": _zero_to_one("no dropout"),
+    "model.input_dropout": _zero_to_one("no dropout"),
     "model.linear_init": _one_of(*LINEAR_INITS),
     "train.epochs": _positive,
     "train.batch_size": _positive,

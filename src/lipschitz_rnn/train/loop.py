@@ -311,7 +311,13 @@ def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
         **extra,
         **cfg.model.options,
     )
-    model = SequenceClassifier(rnn, task.num_classes, readout=task.readout, dropout=cfg.model.readout_dropout)
+    model = SequenceClassifier(
+        rnn,
+        task.num_classes,
+        readout=task.readout,
+        dropout=cfg.model.readout_dropout,
+        input_dropout=cfg.model.input_dropout,
+    )
     return init_linear_maps_(model, cfg.model.linear_init)
 
 

@@ -20,7 +20,10 @@ import pytest
 from test_train_toytasks import SRC, TESTS, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+TOOLS = ("bash", "tar", "find", "timeout")  # what the script calls besides python and the GPU's tools
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in TOOLS), reason=f"device_round.sh needs {', '.join(TOOLS)}"
+)
 
 
 def _machine(path: Path) -> Path:

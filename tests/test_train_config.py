@@ -91,6 +91,7 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.ema_decay=-0.5", "train.ema_decay: must be in [0, 1)"),
         ("model.readout_dropout=1.0", "model.readout_dropout: must be in [0, 1)"),
         ("model.readout_dropout=-0.1", "model.readout_dropout: must be in [0, 1)"),
+        ("model.input_dropout=1.0", "model.input_dropout: must be in [0, 1)"),
         ("model.linear_init=he", "model.linear_init: must be one of 'default', 'xavier_normal'"),
         ("train.momentum=0.9", "train.momentum: only used with optimizer = 'sgd'"),
         ("log.plots=1", "log.plots: expected bool"),

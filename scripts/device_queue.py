@@ -335,14 +335,16 @@ def unpack(folder: Path) -> tuple[int, int]:
     written = 0
     for path in archives:
         try:
-            written += _unpack_one(path, present, kept)
+            files, runs = _unpack_one(path, present)
         except (tarfile.TarError, EOFError, OSError) as error:  # truncated or not an archive: say which
             raise SystemExit(f"device_queue: cannot unpack {path}: {error}") from error
+        written, kept = written + files, kept | runs
     return written, len(kept)
 
 
-def _unpack_one(path: Path, present: set[Path], kept: set[Path]) -> int:
-    written = 0
+def _unpack_one(path: Path, present: set[Path]) -> tuple[int, set[Path]]:
+    """One archive: the files written, and the runs of ``present`` it held (left as they are)."""
+    written, kept = 0, set()
     with tarfile.open(path) as archive:
         members = archive.getmembers()  # reads the whole archive first: a truncated one fails before any write
         for member in members:
@@ -363,7 +365,7 @@ def _unpack_one(path: Path, present: set[Path], kept: set[Path]) -> int:
                 shutil.copyfileobj(source, target)
             partial.replace(name)
             written += 1
-    return written
+    return written, kept
 
 
 if __name__ == "__main__":

@@ -105,6 +105,13 @@ def init_linear_maps_(model: nn.Module, scheme: str = "xavier_normal") -> nn.Mod
     return model
 
 
+def _dropout_rate(name: str, rate: float, layer: str) -> float:
+    rate = check_real(name, rate, low=0.0, high=1.0)
+    if rate == 1.0:
+        raise ValueError(f"{name} must be < 1 (1 would zero every input of {layer})")
+    return rate
+
+
 class SequenceClassifier(nn.Module):
     """A recurrent layer with a linear readout ``y = D h + d`` (the paper's D).
 
@@ -138,12 +145,8 @@ class SequenceClassifier(nn.Module):
         self.rnn = rnn
         self.readout = readout
         self.num_classes = check_int("num_classes", num_classes)
-        self.dropout = check_real("dropout", dropout, low=0.0, high=1.0)
-        if self.dropout == 1.0:
-            raise ValueError("dropout must be < 1 (1 would zero every input of the readout)")
-        self.input_dropout = check_real("input_dropout", input_dropout, low=0.0, high=1.0)
-        if self.input_dropout == 1.0:
-            raise ValueError("input_dropout must be < 1 (1 would zero every input of the RNN)")
+        self.dropout = _dropout_rate("dropout", dropout, "the readout")
+        self.input_dropout = _dropout_rate("input_dropout", input_dropout, "the RNN")
         self.D = nn.Linear(rnn.hidden_size, num_classes)
 
     @property

@@ -3,6 +3,8 @@
 import hashlib
 import io
 import json
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -71,6 +73,55 @@ def test_corrupted_cache_is_reported_not_rewritten(jpeg, tmp_path, monkeypatch):
     with pytest.raises(ChecksumError, match="train_x.npy.*Delete"):
         load_cifar(tmp_path, cifar_path=path, cifar_sha256=sha)
     assert snapshot_dir(tmp_path) == before
+
+
+def test_a_writer_interrupted_by_another_leaves_a_whole_cache(jpeg, tmp_path, monkeypatch):
+    # Runs started together on a fresh machine each decode and write the cache. Here a second
+    # writer runs to the end while the first is half-way through its first file.
+    path, sha, _ = jpeg
+    real_save, interrupted = np.save, []
+
+    def save_and_let_another_writer_through(handle, array, **kwargs):
+        if interrupted:
+            return real_save(handle, array, **kwargs)
+        interrupted.append(True)
+        buffer = io.BytesIO()
+        real_save(buffer, array, **kwargs)
+        handle.write(buffer.getvalue()[: buffer.tell() // 2])
+        cifar.load_cifar_jpeg(path, expected_sha256=sha, cache_dir=tmp_path)
+        handle.write(buffer.getvalue()[buffer.tell() // 2 :])
+
+    monkeypatch.setattr(np, "save", save_and_let_another_writer_through)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "could not cache" would mean the writers got in each other's way
+        cifar.load_cifar_jpeg(path, expected_sha256=sha, cache_dir=tmp_path)
+    monkeypatch.undo()
+    decoded_now = cifar._decode_jpeg_tarball(path)
+    monkeypatch.setattr(cifar, "_decode_jpeg_tarball", lambda path: pytest.fail("decoded although cached"))
+    cached = cifar.load_cifar_jpeg(path, expected_sha256=sha, cache_dir=tmp_path)  # every file matches its hash
+    assert all(np.array_equal(getattr(cached, name), array) for name, array in decoded_now.items())
+    assert not list(tmp_path.glob("cifar10-jpeg-*/.*")), "a temporary file was left behind"
+
+
+def test_writers_on_threads_never_leave_a_cache_that_fails_its_check(tmp_path):
+    arrays = {"train_x": np.arange(2_000_000, dtype=np.uint8).reshape(-1, 8), "train_y": np.arange(10, dtype=np.uint8)}
+    errors = []
+
+    def write():
+        try:
+            cifar._write_jpeg_cache(tmp_path, arrays, {"tarball_sha256": "x"})
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    read, _ = cifar._read_jpeg_cache(tmp_path, "x")
+    assert all(np.array_equal(read[name], array) for name, array in arrays.items())
+    assert not list(tmp_path.glob(".*")), "a temporary file was left behind"
 
 
 def test_truncated_tarball_is_refused_with_both_hashes(jpeg, tmp_path):

@@ -23,12 +23,13 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Optional, Union
+from typing import IO, Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -251,18 +252,36 @@ def _read_jpeg_cache(cache: Path, tarball_sha256: str) -> Optional[tuple[dict[st
     return arrays, meta
 
 
+def _replace_from_temporary(target: Path, write: Callable[[IO[bytes]], None]) -> str:
+    """Write ``target`` through a temporary file of this process's own and move it into place; its sha256.
+
+    Runs started together on a fresh machine decode the tarball side by side and each writes the
+    cache: a temporary name shared between them let one truncate the file another was writing.
+    Each writer's file is its own, and the decode is deterministic, so the last ``os.replace``
+    leaves the same bytes as the first.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        digest = file_hash(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return digest
+
+
 def _write_jpeg_cache(cache: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, array in arrays.items():
-        temporary = cache / f".{name}.npy.partial"
-        with open(temporary, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        files[name] = file_hash(temporary)
-        os.replace(temporary, cache / f"{name}.npy")
-    temporary = cache / ".meta.json.partial"
-    temporary.write_text(json.dumps({**meta, "files": files}, indent=1))
-    os.replace(temporary, cache / "meta.json")  # written last: a cache without it is incomplete and rebuilt
+        files[name] = _replace_from_temporary(
+            cache / f"{name}.npy", lambda handle, array=array: np.save(handle, array, allow_pickle=False)
+        )
+    record = json.dumps({**meta, "files": files}, indent=1).encode()
+    # written last: a cache without it is incomplete and rebuilt
+    _replace_from_temporary(cache / "meta.json", lambda handle: handle.write(record))
 
 
 def load_cifar_jpeg(

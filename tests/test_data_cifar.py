@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 import threading
 import warnings
 
@@ -122,6 +123,10 @@ def test_writers_on_threads_never_leave_a_cache_that_fails_its_check(tmp_path):
     read, _ = cifar._read_jpeg_cache(tmp_path, "x")
     assert all(np.array_equal(read[name], array) for name, array in arrays.items())
     assert not list(tmp_path.glob(".*")), "a temporary file was left behind"
+    mode = (tmp_path / "train_x.npy").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask, "a cache file in a shared data directory must be readable as the umask allows"
 
 
 def test_truncated_tarball_is_refused_with_both_hashes(jpeg, tmp_path):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import tarfile
-import tempfile
 import threading
 import time
 import warnings
@@ -260,14 +260,16 @@ def _replace_from_temporary(target: Path, write: Callable[[IO[bytes]], None]) ->
     Each writer's file is its own, and the decode is deterministic, so the last ``os.replace``
     leaves the same bytes as the first.
     """
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    # a name no other writer picks, created with the usual permissions (mkstemp's are owner-only, and a
+    # data directory may be shared)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.partial")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(temporary, "xb") as handle:
             write(handle)
         digest = file_hash(temporary)
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return digest
 

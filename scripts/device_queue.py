@@ -282,12 +282,18 @@ def main() -> None:
         pack(out)
 
 
-def pack(out: Path, part_bytes: int = 14 << 20, max_parts: int = 6) -> None:
+def pack(
+    out: Path, part_bytes: int = 14 << 20, max_parts: int = 6, total_bytes: int = 62 << 20, file_bytes: int = 16 << 20
+) -> None:
     """``runs-results.tgz`` (all but checkpoints and TensorBoard) and ``runs-ckpt-K.tgz`` parts.
 
-    The device returns at most 8 files of 16 MiB, so the checkpoints go in parts: the last
-    and best checkpoints of every unfinished run (to resume on another machine) and the best
-    checkpoint of every finished one (for ``lipschitz-rnn analyze``).
+    The device returns at most 8 files of 16 MiB (``file_bytes``) and 64 MiB in all, and leaves out
+    whole files beyond that: a round whose checkpoints filled the 64 MiB lost its ``runs-results.tgz``.
+    So the checkpoints go in parts of about ``part_bytes`` (a larger file goes alone), written in this
+    order while the archives, results included, stay within ``total_bytes`` (the rest is for the logs):
+    the last and best checkpoints of every unfinished run (to resume on another machine), then the best
+    checkpoint of every finished one (for ``lipschitz-rnn analyze``). Whatever does not fit is named,
+    and stays on the machine.
     """
     runs = Path("runs")
 
@@ -296,26 +302,43 @@ def pack(out: Path, part_bytes: int = 14 << 20, max_parts: int = 6) -> None:
 
     with tarfile.open(out / "runs-results.tgz", "w:gz") as archive:
         archive.add(runs, filter=results_only)
-    wanted = []
+    unfinished, finished = [], []
     for run_dir in sorted(p.parent for p in runs.glob("*/seed*/meta.json")):
         if (run_dir / "summary.json").is_file():
-            wanted += sorted(p for p in (run_dir / "checkpoints" / "best").rglob("*") if p.is_file())
+            finished += sorted(p for p in (run_dir / "checkpoints" / "best").rglob("*") if p.is_file())
         else:  # both: a resumed run writes "best" only when validation improves again
-            wanted += sorted(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file())
-    parts: list[list[Path]] = [[]]
+            unfinished += sorted(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file())
+    groups: list[list[Path]] = []
     size = 0
-    for path in wanted:
-        if size + path.stat().st_size > part_bytes and parts[-1]:
-            parts.append([])
+    for path in unfinished + finished:
+        if not groups or size + path.stat().st_size > part_bytes:
+            groups.append([])
             size = 0
-        parts[-1].append(path)
+        groups[-1].append(path)
         size += path.stat().st_size
-    for index, files in enumerate(parts[:max_parts]):
-        with tarfile.open(out / f"runs-ckpt-{index}.tgz", "w:gz") as archive:
-            for path in files:
-                archive.add(path)
-    for files in parts[max_parts:]:
-        print(f"device_queue: {len(files)} checkpoint files did not fit in the returned archives", flush=True)
+    budget = total_bytes - (out / "runs-results.tgz").stat().st_size
+    left_out: list[Path] = []
+    index = 0
+    for files in groups:
+        part = out / f"runs-ckpt-{index}.tgz"
+        if index < max_parts:
+            with tarfile.open(part, "w:gz") as archive:
+                for path in files:
+                    archive.add(path)
+            compressed = part.stat().st_size
+            if compressed <= min(budget, file_bytes):
+                budget -= compressed
+                index += 1
+                continue
+            part.unlink()
+        left_out += files
+    if left_out:
+        runs_left = sorted({str(path.relative_to(runs).parents[-3]) for path in left_out})
+        print(
+            f"device_queue: {len(left_out)} checkpoint files did not fit in the returned archives and stay on "
+            f"this machine (runs {', '.join(runs_left)})",
+            flush=True,
+        )
 
 
 def unpack(folder: Path) -> tuple[int, int]:

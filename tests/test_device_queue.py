@@ -2,6 +2,7 @@
 
 import importlib.util
 import io
+import random
 import re
 import shutil
 import sys
@@ -113,6 +114,33 @@ def test_pack_sends_results_and_the_checkpoints_a_later_round_needs(tmp_path, mo
         "runs/going/seed0/checkpoints/best/model.safetensors",  # unfinished: both, to resume
         "runs/going/seed0/checkpoints/last/model.safetensors",
     }
+
+
+def test_pack_keeps_every_archive_within_what_the_device_returns_results_first(tmp_path, monkeypatch, capsys):
+    # Round 33's PTB checkpoints (8.8 MB weights and 17.6 MB optimizer state a run) filled the 64 MiB the
+    # device returns, and it left out runs-results.tgz. Checkpoints here are random bytes: gzip cannot shrink them.
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "a_done", finished=True)
+    _run(tmp_path, "b_going", finished=False)
+    for name, kinds in (("a_done", ("best", "last")), ("b_going", ("best", "last"))):
+        for kind in kinds:
+            (tmp_path / "runs" / name / "seed0" / "checkpoints" / kind / "model.safetensors").write_bytes(
+                random.Random(f"{name}{kind}").randbytes(40_000)
+            )
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out, part_bytes=50_000, total_bytes=95_000, file_bytes=60_000)
+    archives = sorted(out.glob("*.tgz"))
+    assert out / "runs-results.tgz" in archives
+    assert sum(path.stat().st_size for path in archives) <= 95_000
+    assert all(path.stat().st_size <= 60_000 for path in archives)
+    checkpoints = set().union(*map(_members, out.glob("runs-ckpt-*.tgz")))
+    assert checkpoints == {  # the unfinished run's, to resume; the finished run's best did not fit
+        "runs/b_going/seed0/checkpoints/best/model.safetensors",
+        "runs/b_going/seed0/checkpoints/last/model.safetensors",
+    }
+    said = capsys.readouterr().out
+    assert "1 checkpoint files did not fit" in said and "a_done/seed0" in said
 
 
 def _files(root: Path) -> dict[str, bytes]:

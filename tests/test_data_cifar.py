@@ -78,7 +78,7 @@ def test_corrupted_cache_is_reported_not_rewritten(jpeg, tmp_path, monkeypatch):
 
 def test_a_writer_interrupted_by_another_leaves_a_whole_cache(jpeg, tmp_path, monkeypatch):
     # Runs started together on a fresh machine each decode and write the cache. Here a second
-    # writer runs to the end while the first is half-way through its first file.
+    # writer runs to the end while the first is half-way through saving its first array.
     path, sha, _ = jpeg
     real_save, interrupted = np.save, []
 

@@ -19,23 +19,24 @@ JPEG copy are labelled ``"CIFAR-10 (JPEG q75 copy)"``, on the official files ``"
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
-import secrets
 import tarfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._files import atomic_write_bytes
 from .base import TASKS, Batch
 from .batching import (
     IndexedTask,
@@ -47,7 +48,7 @@ from .batching import (
     seeded_generator,
 )
 from .safe_pickle import safe_load
-from .sources import CorruptDataError, MissingDataError, file_hash, resolve_data_dir, verify_file
+from .sources import CorruptDataError, MissingDataError, resolve_data_dir, verify_file
 
 __all__ = [
     "CIFAR_CLASSES",
@@ -252,38 +253,15 @@ def _read_jpeg_cache(cache: Path, tarball_sha256: str) -> Optional[tuple[dict[st
     return arrays, meta
 
 
-def _replace_from_temporary(target: Path, write: Callable[[IO[bytes]], None]) -> str:
-    """Write ``target`` through a temporary file of this process's own and move it into place; its sha256.
-
-    Runs started together on a fresh machine decode the tarball side by side and each writes the
-    cache: a temporary name shared between them let one truncate the file another was writing.
-    Each writer's file is its own, and the decode is deterministic, so the last ``os.replace``
-    leaves the same bytes as the first.
-    """
-    # a name no other writer picks, created with the usual permissions (mkstemp's are owner-only, and a
-    # data directory may be shared)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.partial")
-    try:
-        with open(temporary, "xb") as handle:
-            write(handle)
-        digest = file_hash(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return digest
-
-
 def _write_jpeg_cache(cache: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, array in arrays.items():
-        files[name] = _replace_from_temporary(
-            cache / f"{name}.npy", lambda handle, array=array: np.save(handle, array, allow_pickle=False)
-        )
-    record = json.dumps({**meta, "files": files}, indent=1).encode()
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        files[name] = hashlib.sha256(buffer.getbuffer()).hexdigest()
+        atomic_write_bytes(cache / f"{name}.npy", buffer.getvalue())
     # written last: a cache without it is incomplete and rebuilt
-    _replace_from_temporary(cache / "meta.json", lambda handle: handle.write(record))
+    atomic_write_bytes(cache / "meta.json", json.dumps({**meta, "files": files}, indent=1).encode())
 
 
 def load_cifar_jpeg(

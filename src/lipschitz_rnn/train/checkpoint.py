@@ -40,12 +40,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Union
 
 import torch
 from torch import Tensor
+
+from .._files import atomic_write_bytes, fsync_dir
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -78,36 +79,6 @@ class CheckpointError(ValueError):
 
 
 # -- atomic files ------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -199,13 +170,13 @@ def save_checkpoint(directory: PathLike, weights: Mapping[str, Tensor], state: d
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     # swap: a kill between the renames leaves `old` and a complete `tmp` (see _resolve)
     shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
         os.replace(directory, old)
     os.replace(tmp, directory)
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -291,9 +291,11 @@ def pack(
     whole files beyond that: a round whose checkpoints filled the 64 MiB lost its ``runs-results.tgz``.
     So the checkpoints go in parts of about ``part_bytes`` (a larger file goes alone), written in this
     order while the archives, results included, stay within ``total_bytes`` (the rest is for the logs):
-    the last and best checkpoints of every unfinished run (to resume on another machine), then the best
-    checkpoint of every finished one (for ``lipschitz-rnn analyze``). Whatever does not fit is named,
-    and stays on the machine.
+    the last checkpoint of every unfinished run (weights and optimizer state: what resumes it on another
+    machine), then their best checkpoints, then the best checkpoint of every finished run (for
+    ``lipschitz-rnn analyze``). Whatever does not fit is named, and stays on the machine. (Round 34 packed
+    each unfinished run's best beside its last, and the second run's optimizer state did not fit: that
+    run could not resume on a fresh machine.)
     """
     runs = Path("runs")
 
@@ -302,15 +304,17 @@ def pack(
 
     with tarfile.open(out / "runs-results.tgz", "w:gz") as archive:
         archive.add(runs, filter=results_only)
-    unfinished, finished = [], []
+    to_resume, unfinished_best, finished_best = [], [], []
     for run_dir in sorted(p.parent for p in runs.glob("*/seed*/meta.json")):
+        best = sorted(p for p in (run_dir / "checkpoints" / "best").rglob("*") if p.is_file())
         if (run_dir / "summary.json").is_file():
-            finished += sorted(p for p in (run_dir / "checkpoints" / "best").rglob("*") if p.is_file())
-        else:  # both: a resumed run writes "best" only when validation improves again
-            unfinished += sorted(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file())
+            finished_best += best
+        else:  # best too: a resumed run writes "best" only when validation improves again
+            to_resume += sorted(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file() and p not in set(best))
+            unfinished_best += best
     groups: list[list[Path]] = []
     size = 0
-    for path in unfinished + finished:
+    for path in to_resume + unfinished_best + finished_best:
         if not groups or size + path.stat().st_size > part_bytes:
             groups.append([])
             size = 0

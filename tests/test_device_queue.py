@@ -143,6 +143,28 @@ def test_pack_keeps_every_archive_within_what_the_device_returns_results_first(t
     assert "1 checkpoint files did not fit" in said and "a_done/seed0" in said
 
 
+def test_pack_sends_what_resumes_every_unfinished_run_before_any_best_checkpoint(tmp_path, monkeypatch, capsys):
+    # Round 34: two unfinished PTB runs, each with best weights, last weights and last optimizer state; packed
+    # run by run, the second run's optimizer state did not fit, and the run could not resume elsewhere.
+    monkeypatch.chdir(tmp_path)
+    for name in ("a_going", "b_going"):
+        _run(tmp_path, name, finished=False)
+        checkpoints = tmp_path / "runs" / name / "seed0" / "checkpoints"
+        for kind in ("best", "last"):
+            (checkpoints / kind / "model.safetensors").write_bytes(random.Random(f"{name}{kind}").randbytes(20_000))
+        (checkpoints / "last" / "state.pt").write_bytes(random.Random(f"{name}state").randbytes(40_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out, part_bytes=30_000, total_bytes=150_000, file_bytes=60_000)  # a part a file
+    checkpoints = set().union(*map(_members, out.glob("runs-ckpt-*.tgz")))
+    for name in ("a_going", "b_going"):
+        assert f"runs/{name}/seed0/checkpoints/last/model.safetensors" in checkpoints
+        assert f"runs/{name}/seed0/checkpoints/last/state.pt" in checkpoints
+    assert "runs/a_going/seed0/checkpoints/best/model.safetensors" in checkpoints  # the room left: one best
+    assert "runs/b_going/seed0/checkpoints/best/model.safetensors" not in checkpoints
+    assert "1 checkpoint files did not fit" in capsys.readouterr().out
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 

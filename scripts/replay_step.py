@@ -1,0 +1,153 @@
+"""Replay the next training step of a run from its last checkpoint, instrumented; writes nothing in the run.
+
+    python scripts/replay_step.py runs/ptb_char_.../seed1 --output replay.json
+
+A run that diverged stopped before the optimizer step, and its last checkpoint (with
+``train.checkpoint_every_steps``, a few steps before) holds the weights, optimizer state, RNG states
+and carried hidden state that make the failing step happen again. This script restores them as
+``lipschitz-rnn train --resume`` does, replays steps until the loss or gradient norm is not finite
+(at most ``--steps``), and reports for each step: the largest carried and reached hidden state (and
+the first time step where it was not finite), the loss, the gradient norm of every parameter, and
+the stability numbers of each recurrent layer (spectral abscissae, ‖W‖₂, the Euler step's largest
+|1 + ελ(A)|) before the step. The optimizer steps between replayed steps, as in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lipschitz_rnn.stability import stability_reports
+from lipschitz_rnn.train import distributed
+from lipschitz_rnn.train.loop import _make_optimizer, _set_rng_state, learning_rate, load_run, loss_and_stats
+
+
+def _largest(t: torch.Tensor) -> float:
+    return float(t.detach().abs().max()) if t.numel() else 0.0
+
+
+def _layer_numbers(model: torch.nn.Module) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, report in stability_reports(model, num_diagonal_samples=0).items():
+        row = {
+            "max_re_eig_A": report.spectral_abscissa_A,
+            "max_re_eig_W": report.spectral_abscissa_W,
+            "norm_A": report.norm_A,
+            "norm_W": report.norm_W,
+            "c1_margin": report.c1["margin"],
+        }
+        if report.discrete is not None:
+            row["max_abs_R_eps_lambda_D0"] = report.discrete["D=0"]["max_abs_R"]
+        out[name] = row
+    return out
+
+
+def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "float32") -> dict[str, Any]:
+    """Replay up to ``steps`` training steps after the last checkpoint; stop at the first non-finite one.
+
+    ``dtype="float64"`` replays in double precision from the same state (dropout masks may then differ).
+    """
+    run = load_run(run_dir, "last", device)
+    cfg, task, model, state, ctx = run["cfg"], run["task"], run["model"], run["state"], run["ctx"]
+    if run["cfg"].train.ema_decay:
+        raise SystemExit(f"{run_dir}: replay does not handle train.ema_decay runs")
+    precision = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    model.to(precision)
+    optimizer = _make_optimizer(model, cfg)
+    optimizer.load_state_dict(state["optimizer"])  # casts the moments to the parameters' dtype
+    _set_rng_state(state["rng"], ctx.device)
+    hidden = distributed.slice_state(state["hidden"], ctx) if task.stateful else None
+    if hidden is not None:
+        hidden = tuple(h.to(precision) for h in hidden) if isinstance(hidden, tuple) else hidden.to(precision)
+    epoch, start = state["epoch"], state["step_in_epoch"]
+    for group in optimizer.param_groups:  # the rate of this epoch, as the loop sets it
+        group["lr"] = learning_rate(cfg, epoch)
+    reached: list[torch.Tensor] = []
+    handle = model.rnn.register_forward_hook(lambda _m, _i, out: reached.append(out[0].detach()))
+    model.train()
+    records = []
+    batches = task.batches("train", cfg.train.batch_size, epoch=epoch, seed=cfg.train.seed, start=start)
+    for step, (x, y) in enumerate(batches, start=start):
+        if len(records) >= steps:
+            break
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": step + 1, "layers_before": _layer_numbers(model)}
+        x, y = x.to(ctx.device), y.to(ctx.device)
+        if x.is_floating_point():
+            x = x.to(precision)
+        if hidden is not None:
+            record["carried_hidden_max_abs"] = max(
+                _largest(h) for h in (hidden if isinstance(hidden, tuple) else (hidden,))
+            )
+        reached.clear()
+        if task.stateful:
+            logits, hidden = model(x, hidden, return_state=True)
+            hidden = hidden.detach() if not isinstance(hidden, tuple) else tuple(h.detach() for h in hidden)
+        else:
+            logits = model(x)
+        outputs = reached[0].transpose(0, 1) if model.batch_first else reached[0]  # (T, B, N)
+        finite_t = torch.isfinite(outputs).flatten(1).all(dim=1)
+        record["hidden_max_abs"] = _largest(outputs[finite_t]) if bool(finite_t.any()) else None
+        record["hidden_max_abs_by_time"] = [
+            _largest(chunk[torch.isfinite(chunk)]) for chunk in outputs.split(max(1, outputs.shape[0] // 10))
+        ]
+        record["first_nonfinite_time_step"] = None if bool(finite_t.all()) else int((~finite_t).nonzero()[0])
+        record["logits_max_abs"] = _largest(logits[torch.isfinite(logits)])
+        record["logits_all_finite"] = bool(torch.isfinite(logits).all())
+        loss, _, _ = loss_and_stats(logits, y, task.metric)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        record["loss"] = float(loss.detach())
+        norms = {name: float(p.grad.norm()) for name, p in model.named_parameters() if p.grad is not None}
+        record["grad_norm"] = math.sqrt(sum(v * v for v in norms.values()))
+        record["grad_norm_by_parameter"] = norms
+        records.append(record)
+        if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+            break
+        optimizer.step()
+    handle.remove()
+    return {
+        "run_dir": str(run_dir),
+        "experiment": cfg.experiment.name,
+        "seed": cfg.train.seed,
+        "device": str(ctx.device),
+        "dtype": dtype,
+        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+        "checkpoint": {"epoch": epoch + 1, "step_in_epoch": start, "global_step": state["global_step"]},
+        "steps": records,
+        "diverged": bool(records)
+        and not (math.isfinite(records[-1]["loss"]) and math.isfinite(records[-1]["grad_norm"])),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--steps", type=int, default=1, help="replay at most this many steps (default 1)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--output", type=Path, help="write the JSON here as well as to stdout")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+    result = replay(args.run_dir, args.steps, args.device, args.dtype)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+    print(text)
+    for r in result["steps"]:
+        print(
+            f"step {r['step']}: loss {r['loss']:.4g}, grad norm {r['grad_norm']:.4g}, "
+            f"hidden max {r['hidden_max_abs']}, first non-finite t {r['first_nonfinite_time_step']}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""scripts/replay_step.py: the step a run diverged at, replayed from its last checkpoint with what went wrong."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from lipschitz_rnn.cli import main
+from test_train_toytasks import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("replay_step", ROOT / "scripts" / "replay_step.py")
+replay_step = importlib.util.module_from_spec(spec)
+sys.modules["replay_step"] = replay_step
+spec.loader.exec_module(replay_step)
+
+
+def _diverged_run(tmp_path, every: int):
+    # targets of epoch 2 (index 1) become infinite from its 4th batch (index 3) on
+    config = write_config(tmp_path, task="toy_regress")
+    out = tmp_path / "run"
+    poison = ["task.poison_epoch=1", "task.poison_step=3"]
+    code = main(["train", str(config), *poison, f"train.checkpoint_every_steps={every}", "--out", str(out)])
+    assert code == 3
+    return out
+
+
+@pytest.fixture
+def diverged_run(tmp_path):
+    return _diverged_run(tmp_path, every=1)  # a checkpoint after every step: the last is one step before
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_replayed_step_is_the_step_the_run_diverged_at(diverged_run, dtype):
+    result = replay_step.replay(diverged_run, steps=5, device="cpu", dtype=dtype)
+    assert result["diverged"] and result["dtype"] == dtype
+    assert result["checkpoint"] == {"epoch": 2, "step_in_epoch": 3, "global_step": 11}
+    (step,) = result["steps"]  # it stops at the first non-finite step
+    assert (step["epoch"], step["step"]) == (2, 4)  # what summary.json's diverged_at says
+    assert not math.isfinite(step["loss"])
+    # the recurrence stayed finite: the poisoned targets, not the hidden state, made the loss infinite
+    assert step["first_nonfinite_time_step"] is None and math.isfinite(step["hidden_max_abs"])
+    assert step["logits_all_finite"]
+    assert set(step["layers_before"]) == {"layer0"} and step["layers_before"]["layer0"]["norm_W"] > 0
+
+
+def test_finite_steps_replay_with_optimizer_steps_between_and_the_run_is_untouched(tmp_path, capsys):
+    run = _diverged_run(tmp_path, every=0)  # the last checkpoint is the end of epoch 1
+    before = {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    output = tmp_path / "replay.json"
+    assert replay_step.main([str(run), "--steps", "9", "--device", "cpu", "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["checkpoint"]["step_in_epoch"] == 0 and result["diverged"]
+    steps = result["steps"]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]  # three finite steps, then the poisoned one
+    assert all(math.isfinite(s["loss"]) and math.isfinite(s["grad_norm"]) for s in steps[:3])
+    # the optimizer stepped between them: the recurrent weights moved
+    norms = [s["layers_before"]["layer0"]["norm_W"] for s in steps]
+    assert len(set(norms)) == len(norms)
+    assert "step 4: loss" in capsys.readouterr().err
+    after = {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert after == before

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ import torch
 
 from lipschitz_rnn.stability import stability_reports
 from lipschitz_rnn.train import distributed
-from lipschitz_rnn.train.loop import _make_optimizer, _set_rng_state, learning_rate, load_run, loss_and_stats
+from lipschitz_rnn.train.checkpoint import read_json
+from lipschitz_rnn.train.config import config_to_dict
+from lipschitz_rnn.train.loop import (
+    _make_optimizer,
+    _set_rng_state,
+    git_commit,
+    learning_rate,
+    load_run,
+    loss_and_stats,
+)
 
 
 def _largest(t: torch.Tensor) -> float:
@@ -53,6 +63,7 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
 
     ``dtype="float64"`` replays in double precision from the same state (dropout masks may then differ).
     """
+    started = time.perf_counter()
     run = load_run(run_dir, "last", device)
     cfg, task, model, state, ctx = run["cfg"], run["task"], run["model"], run["state"], run["ctx"]
     if run["cfg"].train.ema_decay:
@@ -118,6 +129,10 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
         "device": str(ctx.device),
         "dtype": dtype,
         "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+        "git_commit": git_commit()[0],
+        "seconds": round(time.perf_counter() - started, 3),
+        "run_git_commit": read_json(run_dir / "meta.json").get("git_commit"),
+        "config": config_to_dict(cfg),
         "checkpoint": {"epoch": epoch + 1, "step_in_epoch": start, "global_step": state["global_step"]},
         "steps": records,
         "diverged": bool(records)

@@ -37,6 +37,7 @@ def diverged_run(tmp_path):
 def test_the_replayed_step_is_the_step_the_run_diverged_at(diverged_run, dtype):
     result = replay_step.replay(diverged_run, steps=5, device="cpu", dtype=dtype)
     assert result["diverged"] and result["dtype"] == dtype
+    assert result["config"]["task"]["poison_step"] == 3 and result["seconds"] > 0  # what ran, and how long
     assert result["checkpoint"] == {"epoch": 2, "step_in_epoch": 3, "global_step": 11}
     (step,) = result["steps"]  # it stops at the first non-finite step
     assert (step["epoch"], step["step"]) == (2, 4)  # what summary.json's diverged_at says

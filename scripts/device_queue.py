@@ -310,7 +310,7 @@ def pack(
         if (run_dir / "summary.json").is_file():
             finished_best += best
         else:  # best too: a resumed run writes "best" only when validation improves again
-            to_resume += sorted(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file() and p not in set(best))
+            to_resume += sorted(set(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file()) - set(best))
             unfinished_best += best
     groups: list[list[Path]] = []
     size = 0

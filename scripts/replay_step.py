@@ -9,7 +9,8 @@ and carried hidden state that make the failing step happen again. This script re
 (at most ``--steps``), and reports for each step: the largest carried and reached hidden state (and
 the first time step where it was not finite), the loss, the gradient norm of every parameter, and
 the stability numbers of each recurrent layer (spectral abscissae, ‖W‖₂, the Euler step's largest
-|1 + ελ(A)|) before the step. The optimizer steps between replayed steps, as in training.
+|1 + ελ(A)|) before the step. The optimizer steps between replayed steps, as in training. A run
+trained under torchrun is replayed on one process, with the whole batch.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lipschitz_rnn.train import distributed
 from lipschitz_rnn.train.checkpoint import read_json
 from lipschitz_rnn.train.config import config_to_dict
 from lipschitz_rnn.train.loop import (
+    _forward,
     _make_optimizer,
     _set_rng_state,
     git_commit,
@@ -96,11 +98,7 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
                 _largest(h) for h in (hidden if isinstance(hidden, tuple) else (hidden,))
             )
         reached.clear()
-        if task.stateful:
-            logits, hidden = model(x, hidden, return_state=True)
-            hidden = hidden.detach() if not isinstance(hidden, tuple) else tuple(h.detach() for h in hidden)
-        else:
-            logits = model(x)
+        logits, hidden = _forward(model, x, hidden, task.stateful)  # the loop's: carried, detached, reset
         outputs = reached[0].transpose(0, 1) if model.batch_first else reached[0]  # (T, B, N)
         finite_t = torch.isfinite(outputs).flatten(1).all(dim=1)
         record["hidden_max_abs"] = _largest(outputs[finite_t]) if bool(finite_t.any()) else None

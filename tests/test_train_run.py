@@ -87,9 +87,13 @@ def test_metrics_has_one_record_per_epoch_with_step_decay_and_stability(run):
             "lambda_max_A_sym",
             "norm_W",
             "c1_margin",
+            "max_abs_R_eps_lambda_D0",
         }
         s = r["stability"]["layer0"]
         assert s["c1_margin"] == pytest.approx(-s["lambda_max_A_sym"] - s["norm_W"])
+        # the Euler step's largest |1 + ελ(A)|: near 1 at γ = 0.001, where the Euler region is tangent to the
+        # imaginary axis (REFERENCE §2's example is 1.00042)
+        assert 0.9 < s["max_abs_R_eps_lambda_D0"] < 1.01
 
 
 def test_summary_reports_best_validation_and_last_epoch_test_metrics(run):
@@ -137,6 +141,7 @@ def test_stability_reports_before_and_after_training_differ(run):
     assert start["eigenvalues"]["A"] != end["eigenvalues"]["A"]
     last = read_jsonl(run_dir / "metrics.jsonl")[-1]["stability"]["layer0"]
     assert end["c1"]["margin"] == pytest.approx(last["c1_margin"])
+    assert end["discrete"]["D=0"]["max_abs_R"] == pytest.approx(last["max_abs_R_eps_lambda_D0"])
 
 
 def test_the_log_has_a_line_per_epoch_and_the_result(run):

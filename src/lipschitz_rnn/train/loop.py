@@ -516,6 +516,7 @@ def _epoch_line(record: dict[str, Any], metric: str, epochs: int, improved: bool
         s = record["stability"]["layer0"]
         parts.append(
             f"max Re λ(A) {s['max_re_eig_A']:+.4f}, max Re λ(W) {s['max_re_eig_W']:+.4f}, C1 {s['c1_margin']:+.4f}"
+            + (f", max |R(ελ(A))| {s['max_abs_R_eps_lambda_D0']:.4f}" if "max_abs_R_eps_lambda_D0" in s else "")
         )
     return " | ".join(parts) + ("  *best*" if improved else "")
 

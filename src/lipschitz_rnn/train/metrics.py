@@ -5,7 +5,7 @@ Example:
     >>> model = lr.SequenceClassifier(lr.build_model("lipschitz", 1, 8), num_classes=2)
     >>> numbers = stability_numbers(model)
     >>> sorted(numbers["layer0"])
-    ['c1_margin', 'lambda_max_A_sym', 'max_re_eig_A', 'max_re_eig_W', 'norm_W']
+    ['c1_margin', 'lambda_max_A_sym', 'max_abs_R_eps_lambda_D0', 'max_re_eig_A', 'max_re_eig_W', 'norm_W']
 """
 
 from __future__ import annotations
@@ -106,10 +106,14 @@ class TensorBoard:
 
 
 def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Per layer: ``max Re λ(A)``, ``max Re λ(W)``, ``λ_max(A_sym)``, ``‖W‖₂`` and the C1 margin.
+    """Per layer: ``max Re λ(A)``, ``max Re λ(W)``, ``λ_max(A_sym)``, ``‖W‖₂``, the C1 margin and, for
+    cells with a step size, ``max |R(ελ)|`` over the eigenvalues λ of A (``max_abs_R_eps_lambda_D0``).
 
-    Empty for models without Lipschitz/Antisymmetric cells (LSTM, ...). For the
-    AntisymmetricRNN A is zero (no linear term), so the C1 margin is ``−‖W‖₂``.
+    The last is the explicit step's amplification of the linear part: above 1, some mode of A grows
+    at every step although the ODE may be stable (max Re λ(A) < 0). Round 34's PTB seed 1 diverged
+    so, at 2.58 (``results/diagnostics/ptb-seed1-divergence``). Empty for models without
+    Lipschitz/Antisymmetric cells (LSTM, ...). For the AntisymmetricRNN A is zero (no linear term),
+    so the C1 margin is ``−‖W‖₂``.
     """
     out = {}
     # no sampled diagonals: every epoch needs only the spectra and norms (cheap even at N = 1024)
@@ -121,6 +125,8 @@ def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:
             "norm_W": report.norm_W,
             "c1_margin": report.c1["margin"],
         }
+        if report.discrete is not None:
+            out[name]["max_abs_R_eps_lambda_D0"] = report.discrete["D=0"]["max_abs_R"]
     return out
 
 
@@ -184,11 +190,14 @@ def write_plots(
 
     if layers and all("stability" in r for r in history):
         names = ("c1_margin", "max_re_eig_A", "max_re_eig_W")
-        fig, axes = plt.subplots(1, len(names), figsize=(15, 4))
+        step = "max_abs_R_eps_lambda_D0"
+        if all(step in r["stability"][layer] for r in history for layer in layers):
+            names += (step,)  # the explicit step's bound is 1, the others' 0
+        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4))
         for ax, name in zip(axes, names):
             for layer in layers:
                 ax.plot(epochs, [r["stability"][layer][name] for r in history], marker=".", label=layer)
-            ax.axhline(0, color="0.5", lw=0.7)
+            ax.axhline(1 if name == step else 0, color="0.5", lw=0.7)
             ax.set_title(name)
             ax.set_xlabel("epoch")
             ax.legend()

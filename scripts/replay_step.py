@@ -8,9 +8,10 @@ and carried hidden state that make the failing step happen again. This script re
 ``lipschitz-rnn train --resume`` does, replays steps until the loss or gradient norm is not finite
 (at most ``--steps``), and reports for each step: the largest carried and reached hidden state (and
 the first time step where it was not finite), the loss, the gradient norm of every parameter, and
-the stability numbers of each recurrent layer (spectral abscissae, ‖W‖₂, the Euler step's largest
-|1 + ελ(A)|) before the step. The optimizer steps between replayed steps, as in training. A run
-trained under torchrun is replayed on one process, with the whole batch.
+the per-epoch stability numbers of each recurrent layer (``stability_numbers``: spectral abscissae,
+‖A‖₂, ‖W‖₂, the explicit step's largest |R(ελ(A))|) before the step. The optimizer steps between
+replayed steps, as in training. A run trained under torchrun is replayed on one process, with the
+whole batch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 import torch
 
-from lipschitz_rnn.stability import stability_reports
 from lipschitz_rnn.train import distributed
 from lipschitz_rnn.train.checkpoint import read_json
 from lipschitz_rnn.train.config import config_to_dict
@@ -38,26 +38,11 @@ from lipschitz_rnn.train.loop import (
     load_run,
     loss_and_stats,
 )
+from lipschitz_rnn.train.metrics import stability_numbers
 
 
 def _largest(t: torch.Tensor) -> float:
     return float(t.detach().abs().max()) if t.numel() else 0.0
-
-
-def _layer_numbers(model: torch.nn.Module) -> dict[str, dict[str, float]]:
-    out = {}
-    for name, report in stability_reports(model, num_diagonal_samples=0).items():
-        row = {
-            "max_re_eig_A": report.spectral_abscissa_A,
-            "max_re_eig_W": report.spectral_abscissa_W,
-            "norm_A": report.norm_A,
-            "norm_W": report.norm_W,
-            "c1_margin": report.c1["margin"],
-        }
-        if report.discrete is not None:
-            row["max_abs_R_eps_lambda_D0"] = report.discrete["D=0"]["max_abs_R"]
-        out[name] = row
-    return out
 
 
 def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "float32") -> dict[str, Any]:
@@ -89,7 +74,7 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
     for step, (x, y) in enumerate(batches, start=start):
         if len(records) >= steps:
             break
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": step + 1, "layers_before": _layer_numbers(model)}
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": step + 1, "layers_before": stability_numbers(model)}
         x, y = x.to(ctx.device), y.to(ctx.device)
         if x.is_floating_point():
             x = x.to(precision)

@@ -85,6 +85,7 @@ def test_metrics_has_one_record_per_epoch_with_step_decay_and_stability(run):
             "max_re_eig_A",
             "max_re_eig_W",
             "lambda_max_A_sym",
+            "norm_A",
             "norm_W",
             "c1_margin",
             "max_abs_R_eps_lambda_D0",

@@ -5,7 +5,7 @@ Example:
     >>> model = lr.SequenceClassifier(lr.build_model("lipschitz", 1, 8), num_classes=2)
     >>> numbers = stability_numbers(model)
     >>> sorted(numbers["layer0"])
-    ['c1_margin', 'lambda_max_A_sym', 'max_abs_R_eps_lambda_D0', 'max_re_eig_A', 'max_re_eig_W', 'norm_W']
+    ['c1_margin', 'lambda_max_A_sym', 'max_abs_R_eps_lambda_D0', 'max_re_eig_A', 'max_re_eig_W', 'norm_A', 'norm_W']
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class TensorBoard:
 
 
 def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Per layer: ``max Re λ(A)``, ``max Re λ(W)``, ``λ_max(A_sym)``, ``‖W‖₂``, the C1 margin and, for
+    """Per layer: ``max Re λ(A)``, ``max Re λ(W)``, ``λ_max(A_sym)``, ``‖A‖₂``, ``‖W‖₂``, the C1 margin and, for
     cells with a step size, ``max |R(ελ)|`` over the eigenvalues λ of A (``max_abs_R_eps_lambda_D0``).
 
     The last is the explicit step's amplification of the linear part: above 1, some mode of A grows
@@ -122,6 +122,7 @@ def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:
             "max_re_eig_A": report.spectral_abscissa_A,
             "max_re_eig_W": report.spectral_abscissa_W,
             "lambda_max_A_sym": report.lambda_max_A_sym,
+            "norm_A": report.norm_A,
             "norm_W": report.norm_W,
             "c1_margin": report.c1["margin"],
         }

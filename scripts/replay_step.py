@@ -26,17 +26,17 @@ from typing import Any
 
 import torch
 
-from lipschitz_rnn.train import distributed
 from lipschitz_rnn.train.checkpoint import read_json
 from lipschitz_rnn.train.config import config_to_dict
 from lipschitz_rnn.train.loop import (
     _forward,
     _make_optimizer,
-    _set_rng_state,
+    _set_lr,
     git_commit,
     learning_rate,
     load_run,
     loss_and_stats,
+    restore_training_state,
 )
 from lipschitz_rnn.train.metrics import stability_numbers
 
@@ -58,14 +58,11 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
     precision = {"float32": torch.float32, "float64": torch.float64}[dtype]
     model.to(precision)
     optimizer = _make_optimizer(model, cfg)
-    optimizer.load_state_dict(state["optimizer"])  # casts the moments to the parameters' dtype
-    _set_rng_state(state["rng"], ctx.device)
-    hidden = distributed.slice_state(state["hidden"], ctx) if task.stateful else None
+    # as --resume does; the optimizer's state_dict loading casts the moments to the parameters' dtype
+    hidden = restore_training_state(model, optimizer, state, ctx, where=run_dir)
     if hidden is not None:
         hidden = tuple(h.to(precision) for h in hidden) if isinstance(hidden, tuple) else hidden.to(precision)
-    epoch, start = state["epoch"], state["step_in_epoch"]
-    for group in optimizer.param_groups:  # the rate of this epoch, as the loop sets it
-        group["lr"] = learning_rate(cfg, epoch)
+    epoch, start, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
     reached: list[torch.Tensor] = []
     handle = model.rnn.register_forward_hook(lambda _m, _i, out: reached.append(out[0].detach()))
     model.train()
@@ -74,7 +71,14 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
     for step, (x, y) in enumerate(batches, start=start):
         if len(records) >= steps:
             break
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": step + 1, "layers_before": stability_numbers(model)}
+        lr = learning_rate(cfg, epoch, global_step + len(records))  # the rate the loop gives this step
+        _set_lr(optimizer, lr)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step + 1,
+            "lr": lr,
+            "layers_before": stability_numbers(model),
+        }
         x, y = x.to(ctx.device), y.to(ctx.device)
         if x.is_floating_point():
             x = x.to(precision)

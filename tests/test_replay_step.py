@@ -18,11 +18,11 @@ sys.modules["replay_step"] = replay_step
 spec.loader.exec_module(replay_step)
 
 
-def _diverged_run(tmp_path, every: int):
+def _diverged_run(tmp_path, every: int, *overrides: str):
     # targets of epoch 2 (index 1) become infinite from its 4th batch (index 3) on
     config = write_config(tmp_path, task="toy_regress")
     out = tmp_path / "run"
-    poison = ["task.poison_epoch=1", "task.poison_step=3"]
+    poison = ["task.poison_epoch=1", "task.poison_step=3", *overrides]
     code = main(["train", str(config), *poison, f"train.checkpoint_every_steps={every}", "--out", str(out)])
     assert code == 3
     return out
@@ -64,3 +64,12 @@ def test_finite_steps_replay_with_optimizer_steps_between_and_the_run_is_untouch
     assert "step 4: loss" in capsys.readouterr().err
     after = {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_replayed_steps_take_the_warmup_rate_the_loop_gave_them(tmp_path):
+    run = _diverged_run(tmp_path, 0, "train.warmup_steps=1000")  # the ramp outlasts the run
+    result = replay_step.replay(run, steps=9, device="cpu")
+    first = result["checkpoint"]["global_step"]
+    assert first > 0 and [s["step"] for s in result["steps"]] == [1, 2, 3, 4]
+    lr = result["config"]["train"]["lr"]
+    assert [s["lr"] for s in result["steps"]] == pytest.approx([lr * (first + i + 1) / 1000 for i in range(4)])

@@ -87,6 +87,8 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.lr_schedule=linear", "train.lr_schedule: must be one of 'step', 'cosine'"),
         ("train.lr_min=-0.1", "train.lr_min: must be >= 0"),
         ("train.lr_min=5", "train.lr_min: must be <= train.lr"),
+        ("train.warmup_steps=-1", "train.warmup_steps: must be >= 0"),
+        ("train.warmup_steps=2.5", "train.warmup_steps: expected an integer"),
         ("train.ema_decay=1.0", "train.ema_decay: must be in [0, 1)"),
         ("train.ema_decay=-0.5", "train.ema_decay: must be in [0, 1)"),
         ("model.readout_dropout=1.0", "model.readout_dropout: must be in [0, 1)"),
@@ -203,6 +205,24 @@ def test_cosine_schedule_falls_from_lr_to_lr_min_over_the_epochs():
     assert rates[50] == pytest.approx((0.002 + 0.0001) / 2)  # halfway: the midpoint of lr and lr_min
     assert rates[99] == pytest.approx(0.0001, abs=1e-6)  # the last epoch: about lr_min
     assert all(a > b for a, b in itertools.pairwise(rates))  # strictly falling
+
+
+def test_warmup_ramps_each_step_linearly_up_to_the_schedules_rate():
+    overrides = ["train.lr=0.002", "train.warmup_steps=1000", "train.lr_milestones=[70]", "train.epochs=80"]
+    cfg = parse_config(MINIMAL, overrides)
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.002 / 1000)  # the first step: lr / K
+    assert learning_rate(cfg, 1, 499) == pytest.approx(0.001)  # halfway up, whatever the epoch
+    assert learning_rate(cfg, 3, 999) == 0.002 and learning_rate(cfg, 4, 1000) == 0.002  # step K - 1 on: full
+    ramp = [learning_rate(cfg, 0, g) for g in range(1000)]
+    assert all(a < b for a, b in itertools.pairwise(ramp))  # strictly rising
+    assert learning_rate(cfg, 70, 20000) == pytest.approx(0.0002)  # the step decay after it, as without
+    assert learning_rate(cfg, 0) == 0.002  # no step given: the epoch's rate
+    # off by default: every step at the schedule's rate
+    plain = parse_config(MINIMAL, ["train.lr=0.002"])
+    assert plain.train.warmup_steps == 0 and learning_rate(plain, 0, 0) == 0.002
+    # a ramp longer than the first epoch multiplies the cosine schedule's later epochs too
+    cosine = parse_config(MINIMAL, [*overrides[:2], "train.lr_schedule=cosine", "train.epochs=4"])
+    assert learning_rate(cosine, 2, 499) == pytest.approx(0.5 * learning_rate(cosine, 2))
 
 
 def test_cosine_schedule_refuses_step_milestones():

@@ -44,6 +44,8 @@ def assert_same_run(a, b):
         ("toy_sign", "antisymmetric_gated", []),
         # a weight average: the averaged and the trained weights are both in the checkpoint
         ("toy_sign", "lipschitz", ["train.ema_decay=0.8"]),
+        # the interruption falls inside a warm-up ramp: the step's rate follows from the restored step count
+        ("toy_sign", "lipschitz", ["train.warmup_steps=20"]),
         # the ASR paper's optimizers: their state (momentum buffers, Adagrad's sums) is in the checkpoint
         ("toy_sign", "antisymmetric", ["train.optimizer=sgd", "train.momentum=0.9", "train.lr=0.05"]),
         ("toy_sign", "antisymmetric", ["train.optimizer=adagrad", "train.lr=0.05"]),

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import lipschitz_rnn as lr
+import lipschitz_rnn.train.loop as loop
 from lipschitz_rnn.cli import main
 from lipschitz_rnn.train import evaluate_run, load_checkpoint, load_config
 from test_train_toytasks import read_jsonl, write_config
@@ -229,3 +230,23 @@ def test_the_recorded_gradient_norm_is_the_norm_before_clipping(tmp_path):
     assert main(["train", str(config), *overrides, "--out", str(tmp_path / "run")]) == 0
     (record,) = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert record["train"]["grad_norm_mean"] > 1e-3
+
+
+def test_a_warmup_ramp_gives_each_optimizer_step_its_rate(tmp_path, monkeypatch):
+    used = []
+    real = loop._make_optimizer
+
+    def recording_optimizer(model, cfg):
+        optimizer = real(model, cfg)
+        optimizer.register_step_pre_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+        return optimizer
+
+    monkeypatch.setattr(loop, "_make_optimizer", recording_optimizer)
+    out = tmp_path / "run"
+    # 4 steps per epoch, lr 0.01, a ramp over the first 6 steps; the decay after epoch 2 applies after the ramp
+    overrides = ["train.epochs=3", "train.limit_train_batches=4", "train.warmup_steps=6", "train.lr_milestones=[2]"]
+    assert main(["train", str(write_config(tmp_path)), *overrides, "log.plots=false", "--out", str(out)]) == 0
+    ramp = [0.01 * (g + 1) / 6 for g in range(6)]
+    assert used == pytest.approx([*ramp, 0.01, 0.01, 0.001, 0.001, 0.001, 0.001])
+    # each epoch's record holds the rate of its last step
+    assert [r["lr"] for r in read_jsonl(out / "metrics.jsonl")] == pytest.approx([ramp[3], 0.01, 0.001])

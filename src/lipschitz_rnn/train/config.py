@@ -175,6 +175,9 @@ class TrainConfig:
     lr_milestones: list[int] = field(default_factory=list)  # lr *= lr_decay after each of these epochs ("step")
     lr_decay: float = 0.1
     lr_min: float = 0.0  # the last epoch's floor of the "cosine" schedule
+    # 0 = off; else the first warmup_steps optimizer steps ramp the rate linearly up to the schedule's,
+    # step g (0-based, over the whole run) at min(1, (g + 1) / warmup_steps) of it
+    warmup_steps: int = 0
     clip_grad_norm: float = 0.0  # 0 = off
     # 0 = off; else the run evaluates and saves an exponential moving average of the weights,
     # updated after every step with this decay (0.999: about the last 1,000 steps)
@@ -220,6 +223,7 @@ CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "train.lr_schedule": _one_of("step", "cosine"),
     "train.lr_milestones": _milestones,
     "train.lr_min": _non_negative,
+    "train.warmup_steps": _non_negative,
     "train.lr_decay": _decay,
     "train.clip_grad_norm": _non_negative,
     "train.ema_decay": _zero_to_one("no weight average"),

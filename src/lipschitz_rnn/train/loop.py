@@ -56,7 +56,16 @@ from .config import Config, ConfigError, check_registries, config_to_dict, load_
 from .ema import WeightAverage
 from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, write_metrics, write_plots
 
-__all__ = ["TrainingDiverged", "evaluate", "evaluate_run", "load_run", "resume_config", "train"]
+__all__ = [
+    "TrainingDiverged",
+    "evaluate",
+    "evaluate_run",
+    "learning_rate",
+    "load_run",
+    "restore_training_state",
+    "resume_config",
+    "train",
+]
 
 #: keys a resumed run may change: they alter neither the arithmetic nor the data order
 RESUME_OVERRIDABLE = ("train.device", "train.epochs", "log.progress", "log.tensorboard", "log.plots", "log.stability")
@@ -127,18 +136,10 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     hidden = None
     if saved is not None:
         weights, state = saved
-        if average is not None:
-            if state.get("trained_weights") is None:
-                raise CheckpointError(f"{run_dir}: train.ema_decay is set but the checkpoint holds no trained weights")
-            average.load_state_dict(weights)
-            weights = state["trained_weights"]
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
+        hidden = restore_training_state(model, optimizer, state, ctx, weights=weights, average=average, where=run_dir)
         first_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best, history = state["best"], state["history"]
         running = {**_fresh_running(), **state["running"]}  # checkpoints of earlier versions lack the norms
-        hidden = distributed.slice_state(state["hidden"], ctx)
-        _set_rng_state(state["rng"], ctx.device)
 
     # -- the run directory (process 0 writes) ----------------------------------------------------
     log = RunLog(run_dir / "train.log" if main else None, echo=main)
@@ -194,9 +195,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
 
     # -- epochs ------------------------------------------------------------------------------------
     for epoch in range(first_epoch, tc.epochs):
-        lr = learning_rate(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = learning_rate(cfg, epoch, global_step)
+        _set_lr(optimizer, lr)
         model.train()
         t0 = time.perf_counter() - running["elapsed_s"]
         bar = _progress_bar(steps_per_epoch, start_step, f"epoch {epoch + 1}/{tc.epochs}", main and cfg.log.progress)
@@ -204,6 +204,9 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         for step, (x, y) in enumerate(batches, start=start_step):
             if step >= steps_per_epoch:
                 break
+            if global_step <= tc.warmup_steps:  # in the warm-up ramp, and the first step after it: a rate per step
+                lr = learning_rate(cfg, epoch, global_step)
+                _set_lr(optimizer, lr)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             logits, hidden = _forward(ddp_model, x, hidden, task.stateful)
             loss, correct, count = loss_and_stats(logits, y, metric)
@@ -321,19 +324,61 @@ def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
     return init_linear_maps_(model, cfg.model.linear_init)
 
 
-def learning_rate(cfg: Config, epoch: int) -> float:
-    """The learning rate of (0-based) ``epoch``, a pure function of the epoch (resume needs no scheduler state).
+def learning_rate(cfg: Config, epoch: int, global_step: Optional[int] = None) -> float:
+    """The learning rate of (0-based) ``epoch`` and optimizer step ``global_step`` (0-based, over the whole run).
 
+    A pure function of the two, so resume needs no scheduler state.
     ``lr_schedule = "step"``: ``lr * lr_decay**k``, k = milestones already passed; with
     ``lr_milestones = [90]``, epochs 1-90 at ``lr`` and epochs 91-100 at ``lr * lr_decay``.
     ``lr_schedule = "cosine"``: ``lr_min + (lr - lr_min) * (1 + cos(pi * epoch / epochs)) / 2``,
     ``lr`` in the first epoch, falling to about ``lr_min`` in the last.
+    ``warmup_steps = K > 0``: step g runs at ``min(1, (g + 1) / K)`` times that rate, a linear ramp
+    from ``lr / K`` to the full rate at step K - 1 (``global_step=None``: the epoch's rate, no ramp).
+    With ``lr = 0.002`` and ``warmup_steps = 1000``: step 0 at 2e-06, step 499 at 0.001, step 999 on at 0.002.
     """
     t = cfg.train
     if t.lr_schedule == "cosine":
-        return t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / t.epochs))
-    passed = sum(epoch >= m for m in t.lr_milestones)
-    return t.lr * t.lr_decay**passed
+        rate = t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / t.epochs))
+    else:
+        rate = t.lr * t.lr_decay ** sum(epoch >= m for m in t.lr_milestones)
+    if global_step is not None and global_step < t.warmup_steps:
+        rate *= (global_step + 1) / t.warmup_steps
+    return rate
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def restore_training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    ctx: distributed.Context,
+    *,
+    weights: Optional[dict[str, Tensor]] = None,
+    average: Optional[WeightAverage] = None,
+    where: Union[str, Path] = "checkpoint",
+) -> Any:
+    """Put a ``last`` checkpoint back into a freshly built model and optimizer, as ``--resume`` does.
+
+    Loads ``weights`` (None: the model holds them already, as ``load_run``'s does; with a weight
+    average they are the average, and the trained weights come from the state), the optimizer's
+    state and every RNG state. Returns this process's slice of the carried hidden state (None for
+    stateless tasks). The position (epoch, step, running sums) is the caller's to take from ``state``;
+    ``where`` names the run in errors.
+    """
+    if average is not None:
+        if state.get("trained_weights") is None or weights is None:
+            raise CheckpointError(f"{where}: train.ema_decay is set but the checkpoint holds no trained weights")
+        average.load_state_dict(weights)
+        weights = state["trained_weights"]
+    if weights is not None:
+        model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"], ctx.device)
+    return distributed.slice_state(state["hidden"], ctx)
 
 
 def loss_and_stats(logits: Tensor, y: Tensor, metric: str) -> tuple[Tensor, Tensor, int]:

@@ -12,8 +12,8 @@ the carried hidden state of stateful tasks). With ``train.ema_decay`` the run ev
 reports and saves as the checkpoint's weights an exponential moving average of the trained
 weights (:class:`~lipschitz_rnn.train.ema.WeightAverage`); the trained weights travel in the
 checkpoint's state, so resume stays exact and ``evaluate_run`` scores what the run scored.
-The learning rate is a pure function of the epoch (step decay or cosine), so there is no
-scheduler state beyond the epoch. A non-finite loss or gradient norm stops the run before the
+The learning rate is a pure function of the epoch (step decay or cosine) and, in a warm-up
+ramp, of the optimizer step, so there is no scheduler state beyond the position. A non-finite loss or gradient norm stops the run before the
 optimizer step: the weights on disk stay the last good ones. Under torchrun every process runs
 this same loop on its slice of the batch.
 """

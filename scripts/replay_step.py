@@ -11,7 +11,8 @@ the first time step where it was not finite), the loss, the gradient norm of eve
 the per-epoch stability numbers of each recurrent layer (``stability_numbers``: spectral abscissae,
 ‖A‖₂, ‖W‖₂, the explicit step's largest |R(ελ(A))|) before the step. The optimizer steps between
 replayed steps, as in training. A run trained under torchrun is replayed on one process, with the
-whole batch.
+whole batch. ``--checkpoint best`` replays the step after the best epoch from its weights alone, and
+``--mode eval`` replays with dropout off (see ``replay``).
 """
 
 from __future__ import annotations
@@ -45,27 +46,51 @@ def _largest(t: torch.Tensor) -> float:
     return float(t.detach().abs().max()) if t.numel() else 0.0
 
 
-def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "float32") -> dict[str, Any]:
-    """Replay up to ``steps`` training steps after the last checkpoint; stop at the first non-finite one.
+def replay(
+    run_dir: Path,
+    steps: int = 1,
+    device: str = "auto",
+    dtype: str = "float32",
+    checkpoint: str = "last",
+    mode: str = "train",
+) -> dict[str, Any]:
+    """Replay up to ``steps`` training steps after a checkpoint; stop at the first non-finite one.
 
     ``dtype="float64"`` replays in double precision from the same state (dropout masks may then differ).
+    ``checkpoint="best"`` replays the first step of the epoch after the best one from its weights alone: a
+    best checkpoint holds no optimizer, RNG or carried state, so one step, from a zero hidden state, with
+    dropout masks drawn after ``torch.manual_seed(train.seed)`` (not the run's). When the best epoch was the
+    run's last good one, as when a run diverged at the first step of the next epoch, these are the weights
+    that step saw. ``mode="eval"`` replays with dropout off (``model.eval()``), the loss and gradients still
+    computed: beside a ``"train"`` replay it shows whether dropout's perturbation is what overflows.
     """
+    if checkpoint not in ("last", "best") or mode not in ("train", "eval"):
+        raise ValueError(
+            f"checkpoint must be 'last' or 'best' and mode 'train' or 'eval', got {checkpoint!r}, {mode!r}"
+        )
+    if checkpoint == "best" and steps != 1:
+        raise ValueError("a best checkpoint holds no optimizer state: it replays one step (steps=1)")
     started = time.perf_counter()
-    run = load_run(run_dir, "last", device)
+    run = load_run(run_dir, checkpoint, device)
     cfg, task, model, state, ctx = run["cfg"], run["task"], run["model"], run["state"], run["ctx"]
     if run["cfg"].train.ema_decay:
         raise SystemExit(f"{run_dir}: replay does not handle train.ema_decay runs")
     precision = {"float32": torch.float32, "float64": torch.float64}[dtype]
     model.to(precision)
     optimizer = _make_optimizer(model, cfg)
-    # as --resume does; the optimizer's state_dict loading casts the moments to the parameters' dtype
-    hidden = restore_training_state(model, optimizer, state, ctx, where=run_dir)
+    if checkpoint == "last":
+        # as --resume does; the optimizer's state_dict loading casts the moments to the parameters' dtype
+        hidden = restore_training_state(model, optimizer, state, ctx, where=run_dir)
+        epoch, start = state["epoch"], state["step_in_epoch"]
+    else:
+        torch.manual_seed(cfg.train.seed)
+        hidden, epoch, start = None, state["epoch"], 0  # the epoch after the best one, from its start
     if hidden is not None:
         hidden = tuple(h.to(precision) for h in hidden) if isinstance(hidden, tuple) else hidden.to(precision)
-    epoch, start, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+    global_step = state["global_step"]
     reached: list[torch.Tensor] = []
     handle = model.rnn.register_forward_hook(lambda _m, _i, out: reached.append(out[0].detach()))
-    model.train()
+    model.train(mode == "train")
     records = []
     batches = task.batches("train", cfg.train.batch_size, epoch=epoch, seed=cfg.train.seed, start=start)
     for step, (x, y) in enumerate(batches, start=start):
@@ -120,7 +145,13 @@ def replay(run_dir: Path, steps: int = 1, device: str = "auto", dtype: str = "fl
         "seconds": round(time.perf_counter() - started, 3),
         "run_git_commit": read_json(run_dir / "meta.json").get("git_commit"),
         "config": config_to_dict(cfg),
-        "checkpoint": {"epoch": epoch + 1, "step_in_epoch": start, "global_step": state["global_step"]},
+        "checkpoint": {
+            "kind": checkpoint,
+            "epoch": epoch + 1,
+            "step_in_epoch": start,
+            "global_step": state["global_step"],
+        },
+        "mode": mode,
         "steps": records,
         "diverged": bool(records)
         and not (math.isfinite(records[-1]["loss"]) and math.isfinite(records[-1]["grad_norm"])),
@@ -133,11 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1, help="replay at most this many steps (default 1)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("last", "best"),
+        default="last",
+        help="best: the first step of the epoch after the best one, from its weights alone (one step)",
+    )
+    parser.add_argument("--mode", choices=("train", "eval"), default="train", help="eval: dropout off")
     parser.add_argument("--output", type=Path, help="write the JSON here as well as to stdout")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
-    result = replay(args.run_dir, args.steps, args.device, args.dtype)
+    if args.checkpoint == "best" and args.steps != 1:
+        parser.error("--checkpoint best replays one step (a best checkpoint holds no optimizer state)")
+    result = replay(args.run_dir, args.steps, args.device, args.dtype, args.checkpoint, args.mode)
     text = json.dumps(result, indent=2)
     if args.output:
         args.output.write_text(text + "\n")

@@ -38,7 +38,7 @@ def test_the_replayed_step_is_the_step_the_run_diverged_at(diverged_run, dtype):
     result = replay_step.replay(diverged_run, steps=5, device="cpu", dtype=dtype)
     assert result["diverged"] and result["dtype"] == dtype
     assert result["config"]["task"]["poison_step"] == 3 and result["seconds"] > 0  # what ran, and how long
-    assert result["checkpoint"] == {"epoch": 2, "step_in_epoch": 3, "global_step": 11}
+    assert result["checkpoint"] == {"kind": "last", "epoch": 2, "step_in_epoch": 3, "global_step": 11}
     (step,) = result["steps"]  # it stops at the first non-finite step
     assert (step["epoch"], step["step"]) == (2, 4)  # what summary.json's diverged_at says
     assert not math.isfinite(step["loss"])
@@ -73,3 +73,32 @@ def test_replayed_steps_take_the_warmup_rate_the_loop_gave_them(tmp_path):
     assert first > 0 and [s["step"] for s in result["steps"]] == [1, 2, 3, 4]
     lr = result["config"]["train"]["lr"]
     assert [s["lr"] for s in result["steps"]] == pytest.approx([lr * (first + i + 1) / 1000 for i in range(4)])
+
+
+def test_a_best_checkpoint_replays_the_next_epochs_first_step_with_or_without_dropout(tmp_path):
+    config = write_config(tmp_path, task="toy_chars")  # stateful: the last checkpoint carries a hidden state
+    run = tmp_path / "run"
+    overrides = ["train.epochs=2", "train.limit_train_batches=3", "model.input_dropout=0.3", "log.plots=false"]
+    assert main(["train", str(config), *overrides, "--out", str(run)]) == 0
+    best_epoch = json.loads((run / "summary.json").read_text())["best_epoch"]
+
+    train, again, evaluated = (
+        replay_step.replay(run, device="cpu", checkpoint="best", mode=mode) for mode in ("train", "train", "eval")
+    )
+    for result in (train, evaluated):
+        assert result["checkpoint"] == {
+            "kind": "best",
+            "epoch": best_epoch + 1,
+            "step_in_epoch": 0,
+            "global_step": 3 * best_epoch,
+        }
+        (step,) = result["steps"]
+        assert step["step"] == 1 and "carried_hidden_max_abs" not in step  # from a zero state, not a carried one
+    assert train["mode"] == "train" and evaluated["mode"] == "eval"
+    assert train["steps"][0]["loss"] == again["steps"][0]["loss"]  # dropout masks from the run's seed: repeatable
+    assert train["steps"][0]["loss"] != evaluated["steps"][0]["loss"]  # input dropout on, then off
+
+    with pytest.raises(ValueError, match="replays one step"):
+        replay_step.replay(run, steps=2, device="cpu", checkpoint="best")
+    with pytest.raises(SystemExit):
+        replay_step.main([str(run), "--checkpoint", "best", "--steps", "2"])

@@ -27,17 +27,15 @@ from typing import Any
 
 import torch
 
-from lipschitz_rnn.train.checkpoint import read_json
-from lipschitz_rnn.train.config import config_to_dict
 from lipschitz_rnn.train.loop import (
     _forward,
     _make_optimizer,
     _set_lr,
-    git_commit,
     learning_rate,
     load_run,
     loss_and_stats,
     restore_training_state,
+    run_provenance,
 )
 from lipschitz_rnn.train.metrics import stability_numbers
 
@@ -135,16 +133,9 @@ def replay(
         optimizer.step()
     handle.remove()
     return {
-        "run_dir": str(run_dir),
-        "experiment": cfg.experiment.name,
-        "seed": cfg.train.seed,
-        "device": str(ctx.device),
+        **run_provenance(run, run_dir),
         "dtype": dtype,
-        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
-        "git_commit": git_commit()[0],
         "seconds": round(time.perf_counter() - started, 3),
-        "run_git_commit": read_json(run_dir / "meta.json").get("git_commit"),
-        "config": config_to_dict(cfg),
         "checkpoint": {
             "kind": checkpoint,
             "epoch": epoch + 1,

@@ -24,9 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from lipschitz_rnn.train.checkpoint import read_json
-from lipschitz_rnn.train.config import config_to_dict
-from lipschitz_rnn.train.loop import _forward, git_commit, load_run, loss_and_stats
+from lipschitz_rnn.train.loop import _forward, load_run, loss_and_stats, run_provenance
 from lipschitz_rnn.train.metrics import stability_numbers
 
 
@@ -74,15 +72,8 @@ def probe(run_dir: Path, windows: int = 4, draws: int = 3, device: str = "auto")
             )
     handle.remove()
     return {
-        "run_dir": str(run_dir),
-        "experiment": cfg.experiment.name,
-        "seed": cfg.train.seed,
-        "device": str(ctx.device),
-        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
-        "git_commit": git_commit()[0],
-        "run_git_commit": read_json(run_dir / "meta.json").get("git_commit"),
+        **run_provenance(run, run_dir),
         "seconds": round(time.perf_counter() - started, 3),
-        "config": config_to_dict(cfg),
         "checkpoint": {"kind": "best", "epoch_after": epoch + 1, "global_step": state["global_step"]},
         "layers": stability_numbers(model),
         "results": results,

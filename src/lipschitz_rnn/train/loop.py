@@ -13,9 +13,9 @@ reports and saves as the checkpoint's weights an exponential moving average of t
 weights (:class:`~lipschitz_rnn.train.ema.WeightAverage`); the trained weights travel in the
 checkpoint's state, so resume stays exact and ``evaluate_run`` scores what the run scored.
 The learning rate is a pure function of the epoch (step decay or cosine) and, in a warm-up
-ramp, of the optimizer step, so there is no scheduler state beyond the position. A non-finite loss or gradient norm stops the run before the
-optimizer step: the weights on disk stay the last good ones. Under torchrun every process runs
-this same loop on its slice of the batch.
+ramp, of the optimizer step, so there is no scheduler state beyond the position. A non-finite
+loss or gradient norm stops the run before the optimizer step: the weights on disk stay the
+last good ones. Under torchrun every process runs this same loop on its slice of the batch.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ __all__ = [
     "load_run",
     "restore_training_state",
     "resume_config",
+    "run_provenance",
     "train",
 ]
 
@@ -798,6 +799,24 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best", device: str = 
     model.load_state_dict(weights)
     model.to(ctx.device)
     return {"cfg": cfg, "task": task, "model": model, "state": state, "ctx": ctx}
+
+
+def run_provenance(run: dict[str, Any], run_dir: Union[str, Path]) -> dict[str, Any]:
+    """What a diagnostic of a loaded run (``load_run``'s dict) ran on: the run, its config, the device and commits.
+
+    For the JSON of scripts that probe a run (``scripts/replay_step.py``, ``scripts/window_start_probe.py``).
+    """
+    cfg, ctx = run["cfg"], run["ctx"]
+    return {
+        "run_dir": str(run_dir),
+        "experiment": cfg.experiment.name,
+        "seed": cfg.train.seed,
+        "device": str(ctx.device),
+        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+        "git_commit": git_commit()[0],
+        "run_git_commit": read_json(Path(run_dir) / "meta.json").get("git_commit"),
+        "config": config_to_dict(cfg),
+    }
 
 
 def evaluate_run(

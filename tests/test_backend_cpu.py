@@ -228,10 +228,11 @@ def _unsupported_calls():
         (lr.VanillaRNN(1, 4).cells[0], x, None, "only LipschitzRNNCell, AntisymmetricRNNCell and ResidualRNNCell are"),
         (lr.LipschitzRNN(1, 4, dtype=torch.float16).cells[0], x.half(), None, "dtype torch.float16 (float32 and"),
         (lr.LipschitzRNN(1, 4).cells[0], x, dt_with_grad, "dt requires grad (no gradient with respect to dt"),
+        (lr.LipschitzRNN(1, 4, method="exp_euler").cells[0], x, None, "method 'exp_euler' (explicit Runge–Kutta"),
     ]
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_unsupported_falls_back_with_a_warning_under_auto_and_raises_when_named(monkeypatch, index):
     cell, x, step_scale, reason = _unsupported_calls()[index]
     monkeypatch.setattr(backends, "_warned", set())

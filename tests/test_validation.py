@@ -20,7 +20,7 @@ import lipschitz_rnn as lr
         ({"eps": -0.1}, ValueError, r"eps must be > 0"),
         ({"eps": float("nan")}, ValueError, r"eps must be finite"),
         ({"eps": "0.1"}, TypeError, r"eps must be a real number"),
-        ({"method": "rk45"}, ValueError, r"unknown integration method 'rk45'; expected one of: euler, heun"),
+        ({"method": "rk45"}, ValueError, r"unknown integration method 'rk45'; expected one of: euler, exp_euler, heun"),
         ({"nonlinearity": "sigmoid"}, ValueError, r"unknown nonlinearity 'sigmoid'"),
         ({"init_std": -1.0}, ValueError, r"init_std must be >= 0"),
         ({"num_layers": 0}, ValueError, r"num_layers must be >= 1"),

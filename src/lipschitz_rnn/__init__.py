@@ -33,7 +33,7 @@ from .cells import (
     VanillaRNN,
     VanillaRNNCell,
 )
-from .integrators import METHODS, ExplicitRK, get_method
+from .integrators import METHODS, ExplicitRK, ExponentialEuler, Method, get_method
 from .layer import RecurrentLayer
 from .models import MODELS, SequenceClassifier, build_model, count_parameters, init_linear_maps_, model_names
 from .parametrizations import CayleyOrthogonal, ExpOrthogonal, SymmetricSkew, symmetric_skew
@@ -58,9 +58,11 @@ __all__ = [
     "ExpRNN",
     "ExpRNNCell",
     "ExplicitRK",
+    "ExponentialEuler",
     "GatedAntisymmetricRNN",
     "LipschitzRNN",
     "LipschitzRNNCell",
+    "Method",
     "ODECell",
     "RecurrentCell",
     "RecurrentLayer",

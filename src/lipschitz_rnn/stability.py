@@ -37,7 +37,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .integrators import ExplicitRK, get_method
+from .integrators import Method, get_method
 
 __all__ = ["StabilityReport", "plot_eigenvalues", "stability_report", "stability_reports"]
 
@@ -163,7 +163,7 @@ def stability_report(
     W: Optional[Tensor] = None,
     *,
     eps: Optional[float] = None,
-    method: Optional[Union[str, ExplicitRK]] = None,
+    method: Optional[Union[str, Method]] = None,
     lipschitz_constant: float = 1.0,
     num_diagonal_samples: int = 32,
     seed: int = 0,
@@ -229,14 +229,23 @@ def stability_report(
     if eps is not None:
         eig_J = torch.linalg.eigvals(A + L * W)
         eigenvalues["A+LW"] = _as_pairs(eig_J)
+        if rk.exponential:
+            # the step linearised at D = diag(σ'): h⁺ = (e^{εA} + εφ₁(εA) D W) h, not R(ε(A + DW)) h
+            E, P = rk.step_matrices(A, eps)
+
+            def amplification(D: Tensor) -> float:
+                return float(torch.linalg.eigvals(E + P @ (D[:, None] * W)).abs().max())
+        else:
+
+            def amplification(D: Tensor) -> float:
+                return float(rk.stability_function(eps * torch.linalg.eigvals(A + D[:, None] * W)).abs().max())
+
         generator = torch.Generator().manual_seed(seed)
         sampled_max = 0.0
         for _ in range(num_diagonal_samples):
-            D = L * torch.rand(N, generator=generator, dtype=torch.float64)
-            lam = torch.linalg.eigvals(A + D[:, None] * W)
-            sampled_max = max(sampled_max, float(rk.stability_function(eps * lam).abs().max()))
+            sampled_max = max(sampled_max, amplification(L * torch.rand(N, generator=generator, dtype=torch.float64)))
         r0 = float(rk.stability_function(eps * eig_A).abs().max())
-        rI = float(rk.stability_function(eps * eig_J).abs().max())
+        rI = amplification(torch.full((N,), L, dtype=torch.float64))
         discrete = {
             "D=0": {"max_abs_R": r0},
             "D=LI": {"max_abs_R": rI},

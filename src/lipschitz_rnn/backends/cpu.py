@@ -415,6 +415,8 @@ class CPUBackend:
         overridden = [m for m in _CELL_METHODS if getattr(type(cell), m) is not getattr(kind, m)]
         if overridden:
             return f"{type(cell).__name__} overrides {', '.join(overridden)}"
+        if cell.method.exponential:
+            return f"method {cell.method.name!r} (explicit Runge–Kutta methods only)"
         if x.device.type != self.device_type:
             return f"the input is on {x.device.type}; this backend runs on {self.device_type} tensors"
         if x.dtype not in (torch.float32, torch.float64):

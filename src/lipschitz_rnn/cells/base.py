@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_dtype_matches, check_eps, check_finite, check_floating, check_int
-from ..integrators import ExplicitRK, get_method
+from ..integrators import Method, get_method
 from ..registry import Registry
 
 __all__ = ["ACTIVATIONS", "ODECell", "RecurrentCell", "StepSizeWarning"]
@@ -129,17 +129,36 @@ class ODECell(RecurrentCell):
 
     continuous_time: ClassVar[bool] = True
 
-    def __init__(self, input_size: int, hidden_size: int, *, eps: float, method: Union[str, ExplicitRK]) -> None:
+    #: whether the field splits as ``L h + g(h, u)`` with ``L`` fixed over a sequence, as an exponential
+    #: method needs (the cell then implements ``exponential_step`` and puts ``e^{εL}``, ``εφ₁(εL)`` in its weights)
+    semilinear: ClassVar[bool] = False
+
+    def __init__(self, input_size: int, hidden_size: int, *, eps: float, method: Union[str, Method]) -> None:
         super().__init__(input_size, hidden_size)
         self.eps = check_eps("eps", eps)
         self.method = get_method(method)
+        if self.method.exponential and not self.semilinear:
+            raise ValueError(
+                f"method {self.method.name!r} integrates dh/dt = L h + g(h) with a fixed linear part L; "
+                f"{type(self).__name__} has none (use euler, midpoint, heun or rk4)"
+            )
 
     def vector_field(self, h: Tensor, u: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
         """``f(h, u)`` with the input held fixed over the step."""
         raise NotImplementedError
 
     def step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...], eps: Optional[StepSize] = None) -> Tensor:
+        if self.method.exponential:
+            if eps is not None:
+                raise ValueError(
+                    f"method {self.method.name!r} runs the cell's fixed step eps={self.eps}: dt is not supported"
+                )
+            return self.exponential_step(u, h, weights)
         return self.method.step(lambda y: self.vector_field(y, u, weights), h, self.eps if eps is None else eps)
+
+    def exponential_step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """The step of an exponential method (semilinear cells only)."""
+        raise NotImplementedError
 
     def warn_if_step_unstable(self, linear_part: Tensor, name: str) -> None:
         """Warn when ``eps`` puts a stable eigenvalue of ``linear_part`` outside the method's region.

@@ -8,7 +8,13 @@ Continuous time, column convention (h is a column vector):
 
 discretised with step ε by ``method``; forward Euler reads
 
-    h⁺ = h + ε (α A h + σ(W h + U x + b)).
+    h⁺ = h + ε (α A h + σ(W h + U x + b)),
+
+and the exponential Euler method (``method="exp_euler"``, ungated cells), which integrates the
+linear part exactly, so that the step is stable wherever the ODE is (``|e^{ελ}| <= 1`` for every
+eigenvalue λ of αA with ``Re λ <= 0``, whatever ε and however large ``‖A‖``),
+
+    h⁺ = e^{εαA} h + ε φ₁(εαA) σ(W h + U x + b),   φ₁(z) = (e^z − 1) / z.
 
 Gated variant (reference code): ``f(h) = (α A h + σ(W h + U x + b)) ⊙ sigmoid(W h + U_g x + b_g)``.
 ``α`` is the reference code's ablation factor: ``α = 0`` with ``β_W = 1`` is the
@@ -33,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_real
-from ..integrators import ExplicitRK
+from ..integrators import Method
 from ..layer import RecurrentLayer
 from ..models import MODELS
 from ..parametrizations import SymmetricSkew
@@ -51,7 +57,9 @@ class LipschitzRNNCell(ODECell):
         eps: step size ε (> 0). Reference default 0.03.
         beta, gamma: β ∈ [0, 1] and γ ≥ 0 shared by A and W (reference: 0.75, 0.001).
         beta_A, gamma_A, beta_W, gamma_W: separate values; each overrides the shared one.
-        method: ``euler``, ``midpoint`` (alias ``rk2``, what the reference runs), ``heun``, ``rk4``.
+        method: ``euler``, ``midpoint`` (alias ``rk2``, what the reference runs), ``heun``, ``rk4``,
+            or ``exp_euler`` (ungated cells, fixed step: no ``dt``; its two N×N step matrices come from
+            one 2N×2N matrix exponential per sequence, and it runs on the ``reference`` backend).
         init_std: M_A, M_W entries are N(0, (init_std / N)²). Reference default 0.1.
         alpha: factor on the linear term ``A h`` (ablation; 0 removes it).
         gated: multiply the vector field by ``sigmoid(W h + U_g x + b_g)``.
@@ -60,6 +68,8 @@ class LipschitzRNNCell(ODECell):
     Read-only analysis API: ``A``, ``W`` (constructed N×N matrices), ``U`` (N×p), ``b`` (N),
     ``eps``; gated cells also ``U_g``, ``b_g``.
     """
+
+    semilinear = True  # dh/dt = αA h + σ(W h + U x + b): exp_euler applies (ungated cells)
 
     def __init__(
         self,
@@ -73,7 +83,7 @@ class LipschitzRNNCell(ODECell):
         gamma_A: Optional[float] = None,
         beta_W: Optional[float] = None,
         gamma_W: Optional[float] = None,
-        method: Union[str, ExplicitRK] = "euler",
+        method: Union[str, Method] = "euler",
         init_std: float = 0.1,
         alpha: float = 1.0,
         gated: bool = False,
@@ -87,6 +97,11 @@ class LipschitzRNNCell(ODECell):
         self.init_std = check_real("init_std", init_std, low=0.0)
         self.alpha = check_real("alpha", alpha)
         self.gated = bool(gated)
+        if self.gated and self.method.exponential:
+            raise ValueError(
+                f"method {self.method.name!r} needs dh/dt = L h + g(h); the gated cell multiplies the whole field "
+                "by its gate (use euler, midpoint, heun or rk4)"
+            )
         self.nonlinearity = ACTIVATIONS.canonical(nonlinearity)
         self._sigma = ACTIVATIONS.get(nonlinearity)
 
@@ -144,14 +159,18 @@ class LipschitzRNNCell(ODECell):
             return nn.functional.linear(x, torch.cat([self.U, self.U_g]), torch.cat([self.b, self.b_g]))
         return nn.functional.linear(x, self.U, self.b)
 
-    def recurrent_weights(self) -> tuple[Tensor, Tensor]:
-        return self.A, self.W
+    def recurrent_weights(self) -> tuple[Tensor, ...]:
+        """``(A, W)``, built once per sequence; with ``exp_euler`` also ``(e^{εαA}, εφ₁(εαA))``."""
+        A, W = self.A, self.W
+        if self.method.exponential:
+            return (A, W, *self.method.step_matrices(self.alpha * A, self.eps))
+        return A, W
 
     def parametrized_matrices(self) -> list[tuple[nn.Parameter, nn.Module]]:
         return [(self.M_A, self.parametrize_A), (self.M_W, self.parametrize_W)]
 
     def vector_field(self, h: Tensor, u: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
-        A, W = weights
+        A, W = weights[:2]
         if self.gated:
             u, u_gate = u.chunk(2, dim=-1)
         z = h @ W.T
@@ -162,6 +181,10 @@ class LipschitzRNNCell(ODECell):
         if self.gated:
             f = f * torch.sigmoid(z + u_gate)
         return f
+
+    def exponential_step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        _, W, E, P = weights
+        return self.method.step(h, self._sigma(h @ W.T + u), E, P)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,207 @@
+"""The exponential Euler step of the Lipschitz unit: h⁺ = e^{εαA} h + ε φ₁(εαA) σ(W h + U x + b)."""
+
+import math
+import re
+import warnings
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import lipschitz_rnn as lr
+from lipschitz_rnn import backends
+from lipschitz_rnn.cli import main
+from lipschitz_rnn.train import load_config
+from test_train_toytasks import read_jsonl, write_config
+
+
+def series(L: torch.Tensor, eps: float, terms: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """e^{εL} = Σ (εL)^k / k! and εφ₁(εL) = ε Σ (εL)^k / (k+1)!, summed directly (independent of matrix_exp)."""
+    Z = eps * L
+    term = torch.eye(L.shape[0], dtype=L.dtype)
+    E, phi = term.clone(), term.clone()
+    for k in range(1, terms):
+        term = term @ Z / k
+        E = E + term
+        phi = phi + term / (k + 1)
+    return E, eps * phi
+
+
+def flow(L: torch.Tensor, t: float, halvings: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e^{tL}, tφ₁(tL)) by the series at t / 2^k and k doublings: E(2s) = E(s)², P(2s) = P(s) + E(s) P(s)."""
+    E, P = series(L, t / 2**halvings, terms=30)
+    for _ in range(halvings):
+        E, P = E @ E, P + E @ P
+    return E, P
+
+
+def skew_cell(n=16, norm=20.0, gamma=0.5, eps=0.3, method="exp_euler", seed=0):
+    """A cell whose A = M − Mᵀ − γI has every eigenvalue at Re λ = −γ and |Im λ| up to about ``norm``."""
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lr.StepSizeWarning)  # Euler's step is meant to be unstable here
+        cell = lr.LipschitzRNNCell(2, n, eps=eps, beta=1.0, gamma=gamma, method=method, dtype=torch.float64)
+    with torch.no_grad():
+        cell.M_A.copy_(torch.randn(n, n, dtype=torch.float64))
+        cell.M_A.mul_(norm / float(torch.linalg.matrix_norm(cell.A + gamma * torch.eye(n, dtype=torch.float64), 2)))
+    return cell
+
+
+def test_the_step_matrices_are_the_exponential_and_phi1():
+    method = lr.get_method("exp_euler")
+    L = torch.randn(6, 6, dtype=torch.float64)
+    E, P = method.step_matrices(L, 0.4)
+    E_ref, P_ref = series(L, 0.4)
+    torch.testing.assert_close(E, E_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(P, P_ref, rtol=1e-12, atol=1e-12)
+    # a singular L needs no inverse: L = 0 gives (I, εI), Euler's step for dh/dt = g
+    E0, P0 = method.step_matrices(torch.zeros(3, 3, dtype=torch.float64), 0.25)
+    torch.testing.assert_close(E0, torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(P0, 0.25 * torch.eye(3, dtype=torch.float64))
+    z = torch.tensor([-1.0 + 2.0j, 0.5j, 0.3])
+    torch.testing.assert_close(method.stability_function(z), torch.exp(z.to(torch.complex128)))
+    assert method.name == "exp_euler" and method.exponential and not lr.get_method("euler").exponential
+    assert lr.get_method("exponential_euler") is method
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_the_layer_runs_the_exponential_euler_recurrence(alpha):
+    rnn = lr.LipschitzRNN(3, 8, method="exp_euler", eps=0.2, beta=0.6, gamma=0.05, init_std=3.0, alpha=alpha,
+                          dtype=torch.float64)  # fmt: skip
+    cell = rnn.cells[0]
+    x, h0 = torch.randn(12, 4, 3, dtype=torch.float64), 0.1 * torch.randn(4, 8, dtype=torch.float64)
+    A, W, U, b = (t.detach() for t in (cell.A, cell.W, cell.U, cell.b))
+    E, P = series(alpha * A, 0.2)
+    h, expected = h0, []
+    for x_t in x:
+        h = h @ E.T + torch.tanh(h @ W.T + x_t @ U.T + b) @ P.T
+        expected.append(h)
+    output, h_n = rnn(x, h0.unsqueeze(0))
+    torch.testing.assert_close(output, torch.stack(expected), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(h_n[0], expected[-1])
+    # the cell's single step is the layer's first
+    torch.testing.assert_close(cell(x[0], h0), expected[0], rtol=1e-11, atol=1e-11)
+
+
+def test_linear_dynamics_with_constant_forcing_are_integrated_exactly_at_any_step_size():
+    # W = 0 and a constant input: dh/dt = A h + c with c = tanh(U x + b), solved by
+    # h(t) = e^{tA} h0 + t φ₁(tA) c. Exponential Euler lands on it after every step, Euler does not.
+    eps, steps = 0.5, 20
+    for method in ("exp_euler", "euler"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", lr.StepSizeWarning)
+            rnn = lr.LipschitzRNN(2, 6, method=method, eps=eps, beta_A=0.7, gamma_A=0.3, beta_W=0.5, gamma_W=0.0,
+                                  init_std=3.0, dtype=torch.float64)  # fmt: skip
+        cell = rnn.cells[0]
+        with torch.no_grad():
+            cell.M_W.zero_()  # W = S(0) with gamma_W = 0 is the zero matrix
+        x = torch.randn(1, 3, 2, dtype=torch.float64).expand(steps, 3, 2)
+        h0 = torch.randn(3, 6, dtype=torch.float64)
+        with torch.no_grad():
+            output, _ = rnn(x, h0.unsqueeze(0))
+            c = torch.tanh(x[0] @ cell.U.T + cell.b)
+            E_t, P_t = flow(cell.A, eps * steps)  # the exact flow over the whole time eps * steps
+        exact = h0 @ E_t.T + c @ P_t.T
+        error = float((output[-1] - exact).abs().max())
+        if method == "exp_euler":
+            assert error < 1e-10
+        else:
+            assert error > 1e-3  # the first-order explicit step is visibly off at this step size
+
+
+def test_the_hidden_state_stays_bounded_where_euler_explodes():
+    # A = M − Mᵀ − γI is normal with every eigenvalue at Re λ = −γ: ‖e^{εA}‖₂ = e^{−εγ} < 1, so
+    # ‖h_t‖₂ <= ‖h_0‖₂ + ‖εφ₁(εA)‖₂ √N / (1 − e^{−εγ}) for every input, however large |Im λ| is.
+    # Euler's step has |1 + ελ| ≈ ε |Im λ| ≈ 6 at the same ε: the state grows without bound.
+    n, eps, gamma = 16, 0.3, 0.5
+    x = 5.0 * torch.randn(300, 4, 2, dtype=torch.float64)
+    states = {}
+    for method in ("exp_euler", "euler"):
+        cell = skew_cell(n, eps=eps, gamma=gamma, method=method)
+        rnn = lr.LipschitzRNN(2, n, method=method, eps=eps, dtype=torch.float64)
+        rnn.cells[0] = cell
+        with torch.no_grad():
+            states[method], _ = rnn(x)
+    cell = skew_cell(n, eps=eps, gamma=gamma)
+    E, P = lr.get_method("exp_euler").step_matrices(cell.A.detach(), eps)
+    assert float(torch.linalg.matrix_norm(E, 2)) == pytest.approx(math.exp(-eps * gamma), rel=1e-9)
+    bound = float(torch.linalg.matrix_norm(P, 2)) * math.sqrt(n) / (1 - math.exp(-eps * gamma))
+    assert float(states["exp_euler"].norm(dim=-1).max()) <= bound
+    euler = states["euler"].norm(dim=-1).max()
+    assert not torch.isfinite(euler) or float(euler) > 1e10
+
+
+def test_the_stability_report_uses_the_exponential_steps_own_amplification():
+    cell = skew_cell(eps=0.3, gamma=0.5)
+    report = lr.stability_report(cell)
+    discrete = report.to_dict()["discrete"]
+    assert report.method == "exp_euler"
+    assert discrete["D=0"]["max_abs_R"] == pytest.approx(math.exp(-0.3 * 0.5), rel=1e-9)  # |e^{ελ}|, Re λ = −γ
+    E, P = lr.get_method("exp_euler").step_matrices(cell.A.detach(), 0.3)
+    linearised = E + P @ cell.W.detach()  # the step linearised at σ' = 1 (D = I)
+    assert discrete["D=LI"]["max_abs_R"] == pytest.approx(float(torch.linalg.eigvals(linearised).abs().max()))
+    euler = lr.stability_report(cell, method="euler").to_dict()["discrete"]
+    assert euler["D=0"]["max_abs_R"] > 5 and not euler["stable"]
+    # and the cell warns about no step size: none leaves the exponential step's region
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lr.StepSizeWarning)
+        skew_cell(norm=1000.0, eps=10.0)
+
+
+def test_cells_and_calls_it_cannot_run_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="the gated cell multiplies the whole field"):
+        lr.LipschitzRNNCell(2, 4, method="exp_euler", gated=True)
+    with pytest.raises(ValueError, match="AntisymmetricRNNCell has none"):
+        lr.AntisymmetricRNNCell(2, 4, method="exp_euler")
+    rnn = lr.LipschitzRNN(2, 4, method="exp_euler")
+    with pytest.raises(ValueError, match=re.escape("runs the cell's fixed step eps=0.03: dt is not supported")):
+        rnn(torch.randn(5, 3, 2), dt=torch.full((5,), 0.5))
+
+
+def test_the_cpu_backend_refuses_it_and_auto_falls_back_to_the_reference_loop(monkeypatch):
+    monkeypatch.setattr(backends, "_warned", set())  # auto warns once per reason and process
+    x = torch.randn(7, 3, 2)
+    with pytest.raises(ValueError, match=re.escape("method 'exp_euler' (explicit Runge–Kutta methods only)")):
+        lr.LipschitzRNN(2, 4, method="exp_euler", backend="cpu")(x)
+    rnn = lr.LipschitzRNN(2, 4, method="exp_euler", backend="auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out_auto, _ = rnn(x)
+    assert any("falls back from 'cpu'" in str(w.message) and "exp_euler" in str(w.message) for w in caught)
+    rnn.backend = "reference"
+    out_reference, _ = rnn(x)
+    torch.testing.assert_close(out_auto, out_reference, rtol=0, atol=0)
+
+
+def test_gradients_through_the_matrix_exponential_match_finite_differences():
+    rnn = lr.LipschitzRNN(2, 3, method="exp_euler", eps=0.4, init_std=3.0, dtype=torch.float64)
+    x = torch.randn(4, 2, 2, dtype=torch.float64)
+    names = ["cells.0.M_A", "cells.0.M_W", "cells.0.U", "cells.0.b"]
+    params = {name: p.detach().clone().requires_grad_() for name, p in rnn.named_parameters() if name in names}
+    assert sorted(params) == sorted(names)
+
+    def loss(*tensors):
+        output, _ = functional_call(rnn, dict(zip(params, tensors)), (x,))
+        return (output**2).sum()
+
+    assert torch.autograd.gradcheck(loss, tuple(params.values()), eps=1e-6, atol=1e-7)
+
+
+def test_a_training_run_takes_it_from_the_config(tmp_path):
+    out = tmp_path / "run"
+    overrides = [
+        "model.method=exp_euler",
+        "model.eps=0.1",
+        "train.epochs=2",
+        "train.limit_train_batches=4",
+        "log.plots=false",
+    ]
+    assert main(["train", str(write_config(tmp_path)), *overrides, "--out", str(out)]) == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert len(records) == 2 and all(math.isfinite(r["train"]["loss"]) for r in records)
+    # its per-epoch amplification is the exponential step's, max |e^{ελ(A)}| = e^{ε max Re λ(A)}: above 1
+    # only where the ODE itself grows
+    assert load_config(out / "config.toml").model.options == {"method": "exp_euler", "eps": 0.1}
+    for r in records:
+        numbers = r["stability"]["layer0"]
+        assert numbers["max_abs_R_eps_lambda_D0"] == pytest.approx(math.exp(0.1 * numbers["max_re_eig_A"]), rel=1e-9)

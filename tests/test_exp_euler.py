@@ -205,3 +205,28 @@ def test_a_training_run_takes_it_from_the_config(tmp_path):
     for r in records:
         numbers = r["stability"]["layer0"]
         assert numbers["max_abs_R_eps_lambda_D0"] == pytest.approx(math.exp(0.1 * numbers["max_re_eig_A"]), rel=1e-9)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_auto_runs_the_reference_loop_and_agrees_with_the_cpu(monkeypatch):
+    # triton and cuda-bptt both refuse exp_euler with the reason; the reference loop runs it on the GPU,
+    # matrix exponential included, forward and backward, and agrees with the float64 CPU computation
+    monkeypatch.setattr(backends, "_warned", set())
+    torch.manual_seed(0)
+    rnn = lr.LipschitzRNN(3, 256, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0, init_std=3.0)
+    x = torch.randn(150, 8, 3)
+    cpu = lr.LipschitzRNN(3, 256, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0, dtype=torch.float64)
+    cpu.load_state_dict({k: v.double() for k, v in rnn.state_dict().items()})
+    out_cpu, _ = cpu(x.double())
+    out_cpu.square().sum().backward()
+    rnn = rnn.cuda()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, _ = rnn(x.cuda())
+    reasons = " | ".join(str(w.message) for w in caught)
+    assert "falls back from 'triton'" in reasons and "falls back from 'cuda-bptt'" in reasons, reasons
+    out.square().sum().backward()
+    assert float((out.double().cpu() - out_cpu).abs().max()) < 1e-4
+    for (name, p), q in zip(rnn.named_parameters(), cpu.parameters()):
+        scale = float(q.grad.abs().max())
+        assert float((p.grad.double().cpu() - q.grad).abs().max()) <= 1e-3 * scale, name

@@ -66,8 +66,8 @@ def test_the_step_matrices_are_the_exponential_and_phi1():
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_the_layer_runs_the_exponential_euler_recurrence(alpha):
-    rnn = lr.LipschitzRNN(3, 8, method="exp_euler", eps=0.2, beta=0.6, gamma=0.05, init_std=3.0, alpha=alpha,
-                          dtype=torch.float64)  # fmt: skip
+    settings = {"eps": 0.2, "beta": 0.6, "gamma": 0.05, "init_std": 3.0, "alpha": alpha, "dtype": torch.float64}
+    rnn = lr.LipschitzRNN(3, 8, method="exp_euler", backend="reference", **settings)
     cell = rnn.cells[0]
     x, h0 = torch.randn(12, 4, 3, dtype=torch.float64), 0.1 * torch.randn(4, 8, dtype=torch.float64)
     A, W, U, b = (t.detach() for t in (cell.A, cell.W, cell.U, cell.b))
@@ -90,8 +90,8 @@ def test_linear_dynamics_with_constant_forcing_are_integrated_exactly_at_any_ste
     for method in ("exp_euler", "euler"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", lr.StepSizeWarning)
-            rnn = lr.LipschitzRNN(2, 6, method=method, eps=eps, beta_A=0.7, gamma_A=0.3, beta_W=0.5, gamma_W=0.0,
-                                  init_std=3.0, dtype=torch.float64)  # fmt: skip
+            settings = {"beta_A": 0.7, "gamma_A": 0.3, "beta_W": 0.5, "gamma_W": 0.0, "init_std": 3.0}
+            rnn = lr.LipschitzRNN(2, 6, method=method, eps=eps, backend="reference", dtype=torch.float64, **settings)
         cell = rnn.cells[0]
         with torch.no_grad():
             cell.M_W.zero_()  # W = S(0) with gamma_W = 0 is the zero matrix
@@ -118,7 +118,7 @@ def test_the_hidden_state_stays_bounded_where_euler_explodes():
     states = {}
     for method in ("exp_euler", "euler"):
         cell = skew_cell(n, eps=eps, gamma=gamma, method=method)
-        rnn = lr.LipschitzRNN(2, n, method=method, eps=eps, dtype=torch.float64)
+        rnn = lr.LipschitzRNN(2, n, method=method, eps=eps, dtype=torch.float64, backend="reference")
         rnn.cells[0] = cell
         with torch.no_grad():
             states[method], _ = rnn(x)
@@ -153,7 +153,7 @@ def test_cells_and_calls_it_cannot_run_are_refused_with_the_reason():
         lr.LipschitzRNNCell(2, 4, method="exp_euler", gated=True)
     with pytest.raises(ValueError, match="AntisymmetricRNNCell has none"):
         lr.AntisymmetricRNNCell(2, 4, method="exp_euler")
-    rnn = lr.LipschitzRNN(2, 4, method="exp_euler")
+    rnn = lr.LipschitzRNN(2, 4, method="exp_euler", backend="reference")
     with pytest.raises(ValueError, match=re.escape("runs the cell's fixed step eps=0.03: dt is not supported")):
         rnn(torch.randn(5, 3, 2), dt=torch.full((5,), 0.5))
 
@@ -174,7 +174,7 @@ def test_the_cpu_backend_refuses_it_and_auto_falls_back_to_the_reference_loop(mo
 
 
 def test_gradients_through_the_matrix_exponential_match_finite_differences():
-    rnn = lr.LipschitzRNN(2, 3, method="exp_euler", eps=0.4, init_std=3.0, dtype=torch.float64)
+    rnn = lr.LipschitzRNN(2, 3, method="exp_euler", eps=0.4, init_std=3.0, dtype=torch.float64, backend="reference")
     x = torch.randn(4, 2, 2, dtype=torch.float64)
     names = ["cells.0.M_A", "cells.0.M_W", "cells.0.U", "cells.0.b"]
     params = {name: p.detach().clone().requires_grad_() for name, p in rnn.named_parameters() if name in names}
@@ -215,7 +215,9 @@ def test_on_a_gpu_auto_runs_the_reference_loop_and_agrees_with_the_cpu(monkeypat
     torch.manual_seed(0)
     rnn = lr.LipschitzRNN(3, 256, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0, init_std=3.0)
     x = torch.randn(150, 8, 3)
-    cpu = lr.LipschitzRNN(3, 256, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0, dtype=torch.float64)
+    cpu = lr.LipschitzRNN(
+        3, 256, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0, dtype=torch.float64, backend="reference"
+    )
     cpu.load_state_dict({k: v.double() for k, v in rnn.state_dict().items()})
     out_cpu, _ = cpu(x.double())
     out_cpu.square().sum().backward()

@@ -192,6 +192,7 @@ def test_a_training_run_takes_it_from_the_config(tmp_path):
     overrides = [
         "model.method=exp_euler",
         "model.eps=0.1",
+        "train.backend=reference",
         "train.epochs=2",
         "train.limit_train_batches=4",
         "log.plots=false",

@@ -103,7 +103,8 @@ class ExponentialEuler:
 
     Exact for the linear part (and for constant ``g``), so the linear stability function is
     ``R(z) = e^z``: a mode of ``L`` is damped by the step exactly when it is damped by the ODE.
-    A cell computes ``step_matrices(L, ε)`` once per sequence and ``step`` at every time step.
+    A cell computes ``step_matrices(L, ε)`` once per sequence and, at every time step, for row-vector
+    batches, ``h⁺ = h E.T + g(h) P.T`` (:meth:`LipschitzRNNCell.exponential_step`).
 
         >>> import torch
         >>> m = get_method("exp_euler")
@@ -127,10 +128,6 @@ class ExponentialEuler:
         top = torch.cat([eps * L, eps * torch.eye(n, dtype=L.dtype, device=L.device)], dim=1)
         expm = torch.linalg.matrix_exp(torch.cat([top, L.new_zeros(n, 2 * n)]))
         return expm[:n, :n], expm[:n, n:]
-
-    def step(self, h: Tensor, g: Tensor, E: Tensor, P: Tensor) -> Tensor:
-        """``h⁺ = e^{εL} h + ε φ₁(εL) g`` for row-vector batches ``h``, ``g`` of shape ``(B, N)``."""
-        return h @ E.T + g @ P.T
 
     def stability_function(self, z: Union[complex, Sequence[complex], Tensor]) -> Tensor:
         """``R(z) = e^z`` elementwise (complex128 tensor): ``|R(z)| <= 1`` exactly where ``Re z <= 0``."""

@@ -235,17 +235,20 @@ def stability_report(
 
             def amplification(D: Tensor) -> float:
                 return float(torch.linalg.eigvals(E + P @ (D[:, None] * W)).abs().max())
+
+            rI = amplification(torch.full((N,), L, dtype=torch.float64))
         else:
 
             def amplification(D: Tensor) -> float:
                 return float(rk.stability_function(eps * torch.linalg.eigvals(A + D[:, None] * W)).abs().max())
+
+            rI = float(rk.stability_function(eps * eig_J).abs().max())  # D = L I: the spectrum above
 
         generator = torch.Generator().manual_seed(seed)
         sampled_max = 0.0
         for _ in range(num_diagonal_samples):
             sampled_max = max(sampled_max, amplification(L * torch.rand(N, generator=generator, dtype=torch.float64)))
         r0 = float(rk.stability_function(eps * eig_A).abs().max())
-        rI = amplification(torch.full((N,), L, dtype=torch.float64))
         discrete = {
             "D=0": {"max_abs_R": r0},
             "D=LI": {"max_abs_R": rI},

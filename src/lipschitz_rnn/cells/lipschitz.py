@@ -160,10 +160,11 @@ class LipschitzRNNCell(ODECell):
         return nn.functional.linear(x, self.U, self.b)
 
     def recurrent_weights(self) -> tuple[Tensor, ...]:
-        """``(A, W)``, built once per sequence; with ``exp_euler`` also ``(e^{εαA}, εφ₁(εαA))``."""
+        """``(A, W)``, built once per sequence; with ``exp_euler`` also ``[e^{εαA}; W]`` (2N × N) and ``εφ₁(εαA)``."""
         A, W = self.A, self.W
         if self.method.exponential:
-            return (A, W, *self.method.step_matrices(self.alpha * A, self.eps))
+            E, P = self.method.step_matrices(self.alpha * A, self.eps)
+            return A, W, torch.cat([E, W]), P  # stacked: both products with h in one GEMM per step
         return A, W
 
     def parametrized_matrices(self) -> list[tuple[nn.Parameter, nn.Module]]:
@@ -183,8 +184,10 @@ class LipschitzRNNCell(ODECell):
         return f
 
     def exponential_step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
-        _, W, E, P = weights
-        return self.method.step(h, self._sigma(h @ W.T + u), E, P)
+        """``h⁺ = e^{εαA} h + εφ₁(εαA) σ(W h + u)``, with ``e^{εαA} h`` and ``W h`` from one GEMM."""
+        stacked, P = weights[2:]
+        linear, z = (h @ stacked.T).split(self.hidden_size, dim=-1)
+        return linear + self._sigma(z + u) @ P.T
 
     def extra_repr(self) -> str:
         return (

@@ -59,6 +59,8 @@ INPUT_SIZE = 1
 MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "lipschitz_euler": ("lipschitz", {"method": "euler"}, "euler"),
     "lipschitz_midpoint": ("lipschitz", {"method": "midpoint"}, "midpoint"),
+    # the step matrices' cost grows with ‖εA‖ (one more squaring per doubling): timed at the initial A
+    "lipschitz_exp_euler": ("lipschitz", {"method": "exp_euler"}, "exp_euler"),
     "antisymmetric": ("antisymmetric", {"method": "euler"}, "euler"),
 }
 

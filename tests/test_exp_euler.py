@@ -10,8 +10,11 @@ from torch.func import functional_call
 
 import lipschitz_rnn as lr
 from lipschitz_rnn import backends
+from lipschitz_rnn.backends import BACKENDS, resolve_backend
+from lipschitz_rnn.backends import cpu as cpu_backend
 from lipschitz_rnn.cli import main
 from lipschitz_rnn.train import load_config
+from test_backend_cpu import F32_RTOL, _data, assert_matches_reference
 from test_train_toytasks import read_jsonl, write_config
 
 
@@ -62,6 +65,39 @@ def test_the_step_matrices_are_the_exponential_and_phi1():
     torch.testing.assert_close(method.stability_function(z), torch.exp(z.to(torch.complex128)))
     assert method.name == "exp_euler" and method.exponential and not lr.get_method("euler").exponential
     assert lr.get_method("exponential_euler") is method
+
+
+@pytest.mark.parametrize("norm", [0.3, 40.0, 3000.0])
+def test_the_step_matrices_agree_with_the_augmented_matrix_exponential_at_any_norm(norm):
+    # the scaled-and-squared Taylor series against torch.linalg.matrix_exp of [[εL, εI], [0, 0]]: its top blocks
+    # are e^{εL} and εφ₁(εL); norms from no halving to a dozen
+    torch.manual_seed(0)
+    n, eps = 32, 0.1
+    # a rotation of size ``norm`` (skew part), a non-normal part of norm 1 and a damping of 2: every eigenvalue
+    # has Re λ <= -1 and e^{εL} stays of order 1, as for a trained A
+    M, R = torch.randn(n, n, dtype=torch.float64), torch.randn(n, n, dtype=torch.float64)
+    skew = (M - M.T) * (norm / float(torch.linalg.matrix_norm(M - M.T, 2)))
+    L = skew + R / float(torch.linalg.matrix_norm(R, 2)) - 2.0 * torch.eye(n, dtype=torch.float64)
+    E, P = lr.get_method("exp_euler").step_matrices(L, eps)
+    augmented = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+    augmented[:n, :n], augmented[:n, n:] = eps * L, eps * torch.eye(n, dtype=torch.float64)
+    expm = torch.linalg.matrix_exp(augmented)
+    for ours, theirs in [(E, expm[:n, :n]), (P, expm[:n, n:])]:
+        assert float((ours - theirs).abs().max()) <= 1e-11 * float(theirs.abs().max())
+    # float32 (the lower Taylor degree, more squarings' rounding at large norms) is as accurate as
+    # torch.linalg.matrix_exp in float32: within 3 times its error against the float64 matrices
+    E32, P32 = lr.get_method("exp_euler").step_matrices(L.float(), eps)
+    expm32 = torch.linalg.matrix_exp(augmented.float()).double()
+    for ours, theirs, truth in [(E32, expm32[:n, :n], E), (P32, expm32[:n, n:], P)]:
+        error, error_matrix_exp = (float((m.double() - truth).abs().max()) for m in (ours, theirs))
+        assert error <= 3 * error_matrix_exp + 1e-6 * float(truth.abs().max()), (error, error_matrix_exp)
+
+
+def test_non_finite_weights_give_non_finite_step_matrices_not_an_exception():
+    # a diverged run reaches the loop's non-finite loss check instead of failing inside the step matrices
+    for value in (float("nan"), float("inf")):
+        E, P = lr.get_method("exp_euler").step_matrices(torch.full((3, 3), value), 0.1)
+        assert not bool(torch.isfinite(E).any()) and not bool(torch.isfinite(P).any())
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
@@ -158,19 +194,56 @@ def test_cells_and_calls_it_cannot_run_are_refused_with_the_reason():
         rnn(torch.randn(5, 3, 2), dt=torch.full((5,), 0.5))
 
 
-def test_the_cpu_backend_refuses_it_and_auto_falls_back_to_the_reference_loop(monkeypatch):
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("lengths", [None, [40, 17, 1]], ids=["full", "lengths"])
+def test_the_cpu_backend_matches_the_reference_loop(alpha, lengths):
+    # outputs, h_n and every gradient (input, h0, M_A through the step matrices, M_W, U, b) of two layers, float64
+    torch.manual_seed(0)
+    rnn = lr.LipschitzRNN(
+        2, 16, num_layers=2, method="exp_euler", eps=0.3, init_std=3.0, alpha=alpha, dtype=torch.float64
+    )
+    call = {} if lengths is None else {"lengths": torch.tensor(lengths)}
+    assert_matches_reference(rnn, *_data(40, 3, 2, 16, layers=2), **call)
+
+
+def test_the_cpu_backend_matches_over_many_backward_blocks_and_in_float32(monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setattr(cpu_backend, "_BLOCK_ROWS", 7)  # blocks of 3 steps at B = 3, the last one short
+    rnn = lr.LipschitzRNN(2, 16, method="exp_euler", eps=0.3, init_std=3.0, dtype=torch.float64)
+    assert_matches_reference(rnn, *_data(40, 3, 2, 16))
+    monkeypatch.undo()
+    rnn = lr.LipschitzRNN(3, 64, method="exp_euler", eps=0.3, gamma=0.5, init_std=8.0)
+    assert_matches_reference(
+        rnn, *_data(200, 5, 3, 64, dtype=torch.float32), rtol=F32_RTOL, lengths=[200, 3, 77, 1, 150]
+    )
+
+
+def test_auto_runs_it_on_the_cpu_backend_and_dt_is_refused_with_the_reason(monkeypatch):
     monkeypatch.setattr(backends, "_warned", set())  # auto warns once per reason and process
     x = torch.randn(7, 3, 2)
-    with pytest.raises(ValueError, match=re.escape("method 'exp_euler' (explicit Runge–Kutta methods only)")):
-        lr.LipschitzRNN(2, 4, method="exp_euler", backend="cpu")(x)
-    rnn = lr.LipschitzRNN(2, 4, method="exp_euler", backend="auto")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out_auto, _ = rnn(x)
-    assert any("falls back from 'cpu'" in str(w.message) and "exp_euler" in str(w.message) for w in caught)
-    rnn.backend = "reference"
-    out_reference, _ = rnn(x)
-    torch.testing.assert_close(out_auto, out_reference, rtol=0, atol=0)
+    cell = lr.LipschitzRNN(2, 4, method="exp_euler").cells[0]
+    assert resolve_backend("auto", cell, x, None, None).name == "cpu"
+    dt = torch.full((7, 3, 1), 0.5)
+    assert "runs the cell's fixed step: dt is not supported" in BACKENDS.get("cpu").unsupported_reason(
+        cell, x, dt, None
+    )
+    with pytest.raises(ValueError, match=re.escape("runs the cell's fixed step: dt is not supported")):
+        lr.LipschitzRNN(2, 4, method="exp_euler", backend="cpu")(x, dt=torch.full((7,), 0.5))
+
+
+def test_the_cpu_backend_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    rnn = lr.LipschitzRNN(2, 3, method="exp_euler", eps=0.4, init_std=3.0, dtype=torch.float64, backend="cpu")
+    x = torch.randn(6, 2, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = dict(rnn.named_parameters())
+
+    def loss(x, h0, *tensors):
+        output, h_n = functional_call(rnn, dict(zip(params, tensors)), (x, h0), {"lengths": torch.tensor([6, 4])})
+        return (output**2).sum() + h_n.sum()
+
+    inputs = (x, h0, *(p.detach().clone().requires_grad_() for p in params.values()))
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-7)
 
 
 def test_gradients_through_the_matrix_exponential_match_finite_differences():
@@ -209,9 +282,9 @@ def test_a_training_run_takes_it_from_the_config(tmp_path):
 
 
 @pytest.mark.gpu
-def test_on_a_gpu_auto_runs_the_reference_loop_and_agrees_with_the_cpu(monkeypatch):
-    # triton and cuda-bptt both refuse exp_euler with the reason; the reference loop runs it on the GPU,
-    # matrix exponential included, forward and backward, and agrees with the float64 CPU computation
+def test_on_a_gpu_auto_runs_cuda_bptt_and_agrees_with_the_float64_cpu(monkeypatch):
+    # triton refuses exp_euler (no fused kernel) and says so; cuda-bptt runs it, step matrices included,
+    # forward and backward, and agrees with the float64 CPU computation
     monkeypatch.setattr(backends, "_warned", set())
     torch.manual_seed(0)
     rnn = lr.LipschitzRNN(3, 256, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0, init_std=3.0)
@@ -223,13 +296,43 @@ def test_on_a_gpu_auto_runs_the_reference_loop_and_agrees_with_the_cpu(monkeypat
     out_cpu, _ = cpu(x.double())
     out_cpu.square().sum().backward()
     rnn = rnn.cuda()
+    assert resolve_backend("auto", rnn.cells[0], x.cuda(), None, None).name == "cuda-bptt"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out, _ = rnn(x.cuda())
     reasons = " | ".join(str(w.message) for w in caught)
-    assert "falls back from 'triton'" in reasons and "falls back from 'cuda-bptt'" in reasons, reasons
+    assert "falls back from 'triton'" in reasons and "cuda-bptt" not in reasons, reasons
     out.square().sum().backward()
     assert float((out.double().cpu() - out_cpu).abs().max()) < 1e-4
     for (name, p), q in zip(rnn.named_parameters(), cpu.parameters()):
         scale = float(q.grad.abs().max())
         assert float((p.grad.double().cpu() - q.grad).abs().max()) <= 1e-3 * scale, name
+
+
+@pytest.mark.gpu
+def test_cuda_bptt_matches_the_reference_loop_on_the_gpu_with_strict_fp32_products():
+    torch.manual_seed(0)
+    T, B, N = 150, 33, 256
+    rnn = lr.LipschitzRNN(5, N, num_layers=2, method="exp_euler", eps=0.3, gamma=0.5, init_std=8.0, device="cuda")
+    x = torch.randn(T, B, 5, device="cuda")
+    h0 = 0.5 * torch.randn(2, B, N, device="cuda")
+    lengths = torch.randint(1, T + 1, (B,))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        results = {}
+        for backend in ("reference", "cuda-bptt"):
+            rnn.backend = backend
+            rnn.zero_grad()
+            xg, hg = x.clone().requires_grad_(), h0.clone().requires_grad_()
+            out, h_n = rnn(xg, hg, lengths=lengths)
+            weights = torch.linspace(0.5, 1.5, T, device="cuda")[:, None, None]
+            (out.sin() * weights).sum().add(h_n.square().sum()).backward()
+            results[backend] = {"output": out.detach(), "h_n": h_n.detach(), "x": xg.grad, "h0": hg.grad}
+            results[backend].update({name: p.grad.clone() for name, p in rnn.named_parameters()})
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    expected, got = results["reference"], results["cuda-bptt"]
+    errors = {k: float((got[k] - v).norm() / v.norm().clamp_min(1e-30)) for k, v in expected.items()}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-5, f"{worst}: relative error {errors[worst]:.2e} (all: {errors})"

@@ -28,9 +28,10 @@ a float64 solution as the reference loop's (tested). Derivative: ``1 − tanh² 
 Supported: :class:`~lipschitz_rnn.LipschitzRNNCell` (tanh, any ``alpha``, gated or not) and
 :class:`~lipschitz_rnn.AntisymmetricRNNCell` (plain and gated), every explicit Runge–Kutta
 method of :mod:`lipschitz_rnn.integrators` (euler, midpoint, heun, rk4), ``dt`` and
-``lengths``, float32 and float64, CPU tensors (``cpu``) or CUDA tensors (``cuda-bptt``).
-Everything else is refused by :meth:`CPUBackend.unsupported_reason`, so ``backend="auto"``
-falls back to ``reference``.
+``lengths``, float32 and float64, CPU tensors (``cpu``) or CUDA tensors (``cuda-bptt``);
+and the exponential Euler step of the ungated Lipschitz cell (``method="exp_euler"``, with
+``lengths``, without ``dt``: its step matrices are fixed per sequence). Everything else is
+refused by :meth:`CPUBackend.unsupported_reason`, so ``backend="auto"`` falls back to ``reference``.
 
 Equations (row convention, ``h`` is ``(B, N)``; one field covers both cells):
 
@@ -62,6 +63,18 @@ Forward Euler, ungated (the issue's case), reads
 (column form; the code is the row form above with one stage). Sums ``h + ε·(…)`` are formed
 as the reference forms them (the small increment first, added to the state once), so that
 float32 results agree with the reference loop as closely as two float32 loops can.
+
+Exponential Euler (its own Function, :class:`_ExpEulerScan`). The step matrices
+``E = e^{εαA}`` and ``P = εφ₁(εαA)`` come from the cell's ``recurrent_weights`` outside the
+Function (ordinary autograd carries their gradients through the matrix exponential to ``M_A``),
+stacked with ``W`` as ``K = [E; W]`` (2N × N). Row form, ``s_t = tanh(z_t)``:
+
+    [a_t | z_t] = h_t Kᵀ + [0 | u_t],      h_{t+1} = a_t + s_t Pᵀ           (two GEMMs per step)
+    dz_t = (Ḡ_t P) ⊙ (1 − s_t²),           Ḡ_t = ∂L/∂h_{t+1}
+    ∂L/∂h_t = [Ḡ_t | dz_t] K  (+ the output gradient at h_t)                   (two GEMMs per step)
+    dK = Σ_t [Ḡ_t | dz_t]ᵀ h_t,   dP = Σ_t Ḡ_tᵀ s_t,   du_t = dz_t          (per block of steps)
+
+Past a sequence's end the state is carried (``h⁺ = h``) and ``Ḡ`` passes straight through.
 
 ``lengths`` become a zero step size past each sequence's end: ``h⁺ = h + 0·k = h``
 exactly, and the same zero removes those steps from every gradient. ``dt`` multiplies
@@ -106,7 +119,7 @@ StepSizes = Union[float, Tensor]
 _BLOCK_ROWS = 2048
 
 # The methods a cell class must not override for this backend's equations to be its equations.
-_CELL_METHODS = ("project_input", "recurrent_weights", "vector_field", "step", "output")
+_CELL_METHODS = ("project_input", "recurrent_weights", "vector_field", "step", "exponential_step", "output")
 
 
 @dataclass(frozen=True)
@@ -345,6 +358,94 @@ def _block_factors(sig: Tensor, eps: StepSizes, out: Tensor) -> Tensor:
     return out.mul_(4.0 * eps)
 
 
+# -- exponential Euler -----------------------------------------------------------------------------
+
+
+class _ExpSaved(NamedTuple):
+    """What the exponential Euler forward keeps for the backward."""
+
+    states: Tensor  # (T + 1, B, N): h_0 … h_T
+    activations: Tensor  # (T, B, N): s_t = tanh(W h_t + u_t)
+
+
+def _exp_forward(u: Tensor, h0: Tensor, stacked: Tensor, P: Tensor, alive: Optional[Tensor]) -> _ExpSaved:
+    """``h_{t+1} = h_t Eᵀ + tanh(h_t Wᵀ + u_t) Pᵀ`` without a graph (``stacked = [E; W]``)."""
+    steps, batch, N = u.shape[0], u.shape[1], P.shape[0]
+    saved = _ExpSaved(states=h0.new_empty(steps + 1, batch, N), activations=h0.new_empty(steps, batch, N))
+    saved.states[0] = h0
+    states, activations, inputs = saved.states.unbind(0), saved.activations.unbind(0), u.unbind(0)
+    stacked_t, P_t = stacked.t().contiguous(), P.t().contiguous()
+    for t in range(steps):
+        h = states[t]
+        products = torch.mm(h, stacked_t)  # [h Eᵀ | h Wᵀ]
+        s = torch.tanh(products[:, N:].add_(inputs[t]), out=activations[t])
+        if alive is None:
+            torch.addmm(products[:, :N], s, P_t, out=states[t + 1])
+        else:
+            torch.where(alive[t], torch.addmm(products[:, :N], s, P_t), h, out=states[t + 1])
+    return saved
+
+
+def _exp_backward(
+    grad_outputs: Tensor, grad_last: Tensor, stacked: Tensor, P: Tensor, alive: Optional[Tensor], saved: _ExpSaved
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(du, dh0, d[E; W], dP)``; equations in the module docstring."""
+    steps, batch, N = grad_outputs.shape[0], grad_outputs.shape[1], P.shape[0]
+    blocks = _blocks(steps, batch)
+    block = blocks[0][1] - blocks[0][0]
+    # per block: the rows [Ḡ | dz] of every step (the per-step GEMM's left side, then the weight GEMMs')
+    rows = grad_outputs.new_empty(block, batch, 2 * N)
+    derivative = grad_outputs.new_empty(block, batch, N)  # 1 − s²
+    step_rows = rows.unbind(0)
+    step_derivative = derivative.unbind(0)
+    output_grads = grad_outputs.unbind(0)
+    grad_u = grad_outputs.new_empty(steps, batch, N)
+    grad_stacked = stacked.new_zeros(2 * N, N)
+    grad_P = P.new_zeros(N, N)
+    grad_h = grad_last + output_grads[steps - 1]  # ∂L/∂h_T
+    for t0, t1 in blocks:
+        n = t1 - t0
+        activations = saved.activations[t0:t1]
+        torch.mul(activations, activations, out=derivative[:n]).neg_().add_(1.0)
+        for t in reversed(range(t0, t1)):
+            j = t - t0
+            row = step_rows[j]
+            live, dz = row[:, :N], row[:, N:]
+            if alive is None:
+                live.copy_(grad_h)
+            else:  # steps past the end did not happen: no gradient into them
+                torch.mul(grad_h, alive[t], out=live)
+            torch.mm(live, P, out=dz).mul_(step_derivative[j])
+            grad_prev = torch.mm(row, stacked)  # Ḡ E + dz W
+            if alive is not None:  # the carried state h⁺ = h passes Ḡ straight through
+                grad_prev = torch.where(alive[t], grad_prev, grad_h)
+            if t > 0:
+                grad_prev.add_(output_grads[t - 1])
+            grad_h = grad_prev
+        flat = rows[:n].reshape(n * batch, 2 * N)
+        grad_stacked.addmm_(flat.t(), saved.states[t0:t1].reshape(n * batch, N))
+        grad_P.addmm_(flat[:, :N].t(), activations.reshape(n * batch, N))
+        grad_u[t0:t1] = rows[:n, :, N:]
+    return grad_u, grad_h, grad_stacked, grad_P
+
+
+class _ExpEulerScan(torch.autograd.Function):
+    """``outputs, h_last = _ExpEulerScan.apply(u, h0, [E; W], P, alive)``: states ``h_1 … h_T`` and ``h_T``."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, h0: Tensor, stacked: Tensor, P: Tensor, alive: Optional[Tensor]):
+        saved = _exp_forward(u, h0, stacked, P, alive)
+        ctx.save_for_backward(stacked, P, alive, *saved)
+        return saved.states[1:], saved.states[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_outputs: Tensor, grad_last: Tensor):
+        stacked, P, alive, *saved = ctx.saved_tensors
+        grads = _exp_backward(grad_outputs.contiguous(), grad_last, stacked, P, alive, _ExpSaved(*saved))
+        return (*(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad)), None)
+
+
 # -- the Function and the backend ------------------------------------------------------------------
 
 
@@ -415,8 +516,10 @@ class CPUBackend:
         overridden = [m for m in _CELL_METHODS if getattr(type(cell), m) is not getattr(kind, m)]
         if overridden:
             return f"{type(cell).__name__} overrides {', '.join(overridden)}"
-        if cell.method.exponential:
-            return f"method {cell.method.name!r} (explicit Runge–Kutta methods only)"
+        if cell.method.exponential and (getattr(cell, "gated", False) or kind is not _supported_cells()[0]):
+            return f"method {cell.method.name!r} on {kind.__name__} (the ungated LipschitzRNNCell only)"
+        if cell.method.exponential and step_scale is not None:
+            return f"method {cell.method.name!r} runs the cell's fixed step: dt is not supported"
         if x.device.type != self.device_type:
             return f"the input is on {x.device.type}; this backend runs on {self.device_type} tensors"
         if x.dtype not in (torch.float32, torch.float64):
@@ -430,9 +533,13 @@ class CPUBackend:
     def scan(
         self, cell, x: Tensor, h0: Tensor, step_scale: Optional[Tensor], lengths: Optional[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        field = _field_of(cell)
         u = cell.project_input(x)
         weights = cell.recurrent_weights()
+        if cell.method.exponential:  # (A, W, [E; W], P)
+            alive = alive_mask(lengths, x.shape[0], x.device)
+            outputs, h_last = _ExpEulerScan.apply(u, h0, weights[2], weights[3], alive)
+            return (outputs if alive is None else outputs.masked_fill(~alive, 0.0)), h_last
+        field = _field_of(cell)
         W = weights[-1]
         A = weights[0] if field.alpha else None
         steps = x.shape[0]

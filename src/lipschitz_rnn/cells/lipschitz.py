@@ -58,8 +58,8 @@ class LipschitzRNNCell(ODECell):
         beta, gamma: β ∈ [0, 1] and γ ≥ 0 shared by A and W (reference: 0.75, 0.001).
         beta_A, gamma_A, beta_W, gamma_W: separate values; each overrides the shared one.
         method: ``euler``, ``midpoint`` (alias ``rk2``, what the reference runs), ``heun``, ``rk4``,
-            or ``exp_euler`` (ungated cells, fixed step: no ``dt``; its two N×N step matrices come from
-            one 2N×2N matrix exponential per sequence, and it runs on the ``reference`` backend).
+            or ``exp_euler`` (ungated cells, fixed step: no ``dt``; its two N×N step matrices are computed
+            once per sequence; backends ``reference``, ``cpu`` and ``cuda-bptt``).
         init_std: M_A, M_W entries are N(0, (init_std / N)²). Reference default 0.1.
         alpha: factor on the linear term ``A h`` (ablation; 0 removes it).
         gated: multiply the vector field by ``sigmoid(W h + U_g x + b_g)``.

@@ -374,11 +374,15 @@ def _exp_forward(u: Tensor, h0: Tensor, stacked: Tensor, P: Tensor, alive: Optio
     saved = _ExpSaved(states=h0.new_empty(steps + 1, batch, N), activations=h0.new_empty(steps, batch, N))
     saved.states[0] = h0
     states, activations, inputs = saved.states.unbind(0), saved.activations.unbind(0), u.unbind(0)
-    stacked_t, P_t = stacked.t().contiguous(), P.t().contiguous()
+    # [h Eᵀ | 2 h Wᵀ]: tanh(z) = 2 sigmoid(2z) − 1, as in the Runge–Kutta forward (measured 1.4 times faster
+    # than torch.tanh for this loop on 2 CPU cores at N = 128)
+    forward_matrix = torch.cat([stacked[:N], 2.0 * stacked[N:]]).t().contiguous()
+    P_t = P.t().contiguous()
     for t in range(steps):
         h = states[t]
-        products = torch.mm(h, stacked_t)  # [h Eᵀ | h Wᵀ]
-        s = torch.tanh(products[:, N:].add_(inputs[t]), out=activations[t])
+        products = torch.mm(h, forward_matrix)
+        sig = torch.sigmoid(products[:, N:].add_(inputs[t], alpha=2.0), out=activations[t])
+        s = sig.mul_(2.0).sub_(1.0)
         if alive is None:
             torch.addmm(products[:, :N], s, P_t, out=states[t + 1])
         else:

@@ -135,8 +135,9 @@ class ExponentialEuler:
         The truncated terms are below ``0.5^{m+1} / (m+1)!`` of the sum (2e-14, 5e-9), under the
         dtype's rounding. No inverse of ``L`` (which may be singular), and only N × N products:
         ``torch.linalg.matrix_exp`` of the augmented ``[[εL, εI], [0, 0]]`` gives the same two blocks,
-        at 8 times the cost per product and, in the backward, a 4N × 4N exponential (measured 7–10
-        times slower forward and backward at N = 128 and 256 on CPU). Differentiable by autograd.
+        at 8 times the cost per product and, in the backward, a 4N × 4N exponential (8.6 and 10.4 times
+        slower forward and backward at N = 128 and 256 on 2 CPU cores, ``benchmarks/step_matrices.py``).
+        Differentiable by autograd.
         """
         n = L.shape[-1]
         Z = eps * L

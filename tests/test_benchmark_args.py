@@ -1,6 +1,7 @@
 """The benchmark's choice of implementations: each kernel once by default, precision variants on request."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -44,3 +45,18 @@ def test_cpu_default_has_no_cuda_backends():
     args, _ = recurrence.parse_args(["--device", "cpu"])
     assert "cpu" in args.impls and "reference" in args.impls
     assert not [name for name in args.impls if name.startswith(("triton", "cuda"))]
+
+
+def test_the_step_matrices_benchmark_writes_both_timings_and_their_agreement(tmp_path):
+    spec = importlib.util.spec_from_file_location("step_matrices_benchmark", ROOT / "benchmarks" / "step_matrices.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    out = tmp_path / "step.json"
+    benchmark.main(["--hidden", "8", "16", "--repeats", "2", "--output", str(out)])
+    written = json.loads(out.read_text())
+    assert [r["N"] for r in written["records"]] == [8, 16]
+    for record in written["records"]:
+        assert set(record["ms_forward_backward"]) == {"taylor_squaring", "matrix_exp_augmented"}
+        assert all(ms > 0 for ms in record["ms_forward_backward"].values())
+        assert record["max_abs_difference_float64"] < 1e-10  # the two routes compute the same matrices
+    assert written["metadata"]["command"].endswith("--output " + str(out))

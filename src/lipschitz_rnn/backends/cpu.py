@@ -520,8 +520,8 @@ class CPUBackend:
         overridden = [m for m in _CELL_METHODS if getattr(type(cell), m) is not getattr(kind, m)]
         if overridden:
             return f"{type(cell).__name__} overrides {', '.join(overridden)}"
-        if cell.method.exponential and (getattr(cell, "gated", False) or kind is not _supported_cells()[0]):
-            return f"method {cell.method.name!r} on {kind.__name__} (the ungated LipschitzRNNCell only)"
+        # an exponential method reaches here only on the ungated Lipschitz cell: ODECell and LipschitzRNNCell
+        # refuse it at construction for every other cell (no fixed linear part L)
         if cell.method.exponential and step_scale is not None:
             return f"method {cell.method.name!r} runs the cell's fixed step: dt is not supported"
         if x.device.type != self.device_type:

@@ -60,3 +60,20 @@ def test_the_step_matrices_benchmark_writes_both_timings_and_their_agreement(tmp
         assert all(ms > 0 for ms in record["ms_forward_backward"].values())
         assert record["max_abs_difference_float64"] < 1e-10  # the two routes compute the same matrices
     assert written["metadata"]["command"].endswith("--output " + str(out))
+
+
+def test_the_stability_numbers_benchmark_times_both_routes_and_they_agree(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "stability_numbers_benchmark", ROOT / "benchmarks" / "stability_numbers.py"
+    )
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    out = tmp_path / "numbers.json"
+    benchmark.main(["--hidden", "8", "--methods", "euler", "exp_euler", "--repeats", "1", "--output", str(out)])
+    written = json.loads(out.read_text())
+    assert [(r["N"], r["method"]) for r in written["records"]] == [(8, "euler"), (8, "exp_euler")]
+    for record in written["records"]:
+        assert set(record["seconds"]) == {"spectral_numbers", "stability_report"}
+        assert all(s > 0 for s in record["seconds"].values())
+        assert record["max_abs_difference"] < 1e-12  # the same numbers by both routes
+    assert written["metadata"]["command"].endswith("--output " + str(out))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lipschitz_rnn as lr
-from lipschitz_rnn.stability import stability_report
+from lipschitz_rnn.stability import certified_cells, spectral_numbers, stability_report
 
 pytestmark = pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning")
 
@@ -101,6 +101,42 @@ def test_antisymmetric_cell_report_has_zero_linear_part():
     r = stability_report(lr.AntisymmetricRNNCell(1, 10, gamma=0.1))
     assert r.alpha == 0.0 and r.norm_A == 0.0
     assert r.spectral_abscissa_W == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        lr.LipschitzRNNCell(2, 12, method="euler", eps=0.3, beta=0.75, gamma=1.0),
+        lr.LipschitzRNNCell(2, 12, method="midpoint", gated=True),
+        lr.LipschitzRNNCell(2, 12, method="exp_euler", eps=0.3, beta=0.75, gamma=1.0),
+        lr.AntisymmetricRNNCell(2, 12, gamma=0.1, gated=True),
+    ],
+    ids=["euler", "midpoint-gated", "exp_euler", "antisymmetric-gated"],
+)
+def test_per_epoch_numbers_are_the_full_reports(cell):
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the initialisation, where A and W are nearly diagonal
+        for parameter in cell.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    report = stability_report(cell)
+    expected = {
+        "max_re_eig_A": report.spectral_abscissa_A,
+        "max_re_eig_W": report.spectral_abscissa_W,
+        "lambda_max_A_sym": report.lambda_max_A_sym,
+        "norm_A": report.norm_A,
+        "norm_W": report.norm_W,
+        "c1_margin": report.c1["margin"],
+        "max_abs_R_eps_lambda_D0": report.discrete["D=0"]["max_abs_R"],
+    }
+    assert spectral_numbers(cell) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_certified_cells_are_the_lipschitz_and_antisymmetric_layers():
+    layer = lr.LipschitzRNN(1, 4, num_layers=2)
+    assert list(certified_cells(layer)) == ["layer0", "layer1"]
+    assert certified_cells(layer)["layer1"] is layer.cells[1]
+    assert certified_cells(lr.AntisymmetricRNN(1, 4))["layer0"] is not None
+    assert certified_cells(torch.nn.LSTM(1, 4)) == {}
 
 
 def test_report_is_json_and_readable_text():

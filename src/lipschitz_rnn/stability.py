@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .integrators import Method, get_method
 
-__all__ = ["StabilityReport", "plot_eigenvalues", "stability_report", "stability_reports"]
+__all__ = ["StabilityReport", "plot_eigenvalues", "spectral_numbers", "stability_report", "stability_reports"]
 
 
 @dataclass
@@ -138,6 +138,26 @@ def _as_pairs(eig: Tensor) -> list[list[float]]:
     return [[float(z.real), float(z.imag)] for z in eig]
 
 
+def _float64_pair(A: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+    """Detached float64 CPU copies of (A, W), checked to be square and of one shape."""
+    A = A.detach().to("cpu", torch.float64)
+    W = W.detach().to("cpu", torch.float64)
+    if A.dim() != 2 or A.shape[0] != A.shape[1] or A.shape != W.shape:
+        raise ValueError(f"A and W must be square and of one shape, got {tuple(A.shape)} and {tuple(W.shape)}")
+    return A, W
+
+
+def _spectra(A: Tensor, W: Tensor) -> tuple[Tensor, Tensor, float, float, float]:
+    """``(λ(A), λ(W), λ_max(A_sym), ‖A‖₂, ‖W‖₂)``: what every report and every epoch's numbers start from."""
+    return (
+        torch.linalg.eigvals(A),
+        torch.linalg.eigvals(W),
+        float(torch.linalg.eigvalsh(_sym(A))[-1]),
+        float(torch.linalg.matrix_norm(A, ord=2)),
+        float(torch.linalg.matrix_norm(W, ord=2)),
+    )
+
+
 def _cell_matrices(cell: nn.Module) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """(alpha*A, W, settings) for a Lipschitz or AntisymmetricRNN cell."""
     from .cells.antisymmetric import AntisymmetricRNNCell
@@ -188,21 +208,14 @@ def stability_report(
             raise TypeError("stability_report(A, W): W is required with a matrix A")
         A = cell_or_A
         method = "euler" if method is None else method
-    A = A.detach().to("cpu", torch.float64)
-    W = W.detach().to("cpu", torch.float64)
-    if A.dim() != 2 or A.shape[0] != A.shape[1] or A.shape != W.shape:
-        raise ValueError(f"A and W must be square and of one shape, got {tuple(A.shape)} and {tuple(W.shape)}")
+    A, W = _float64_pair(A, W)
     if eps is not None and not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     rk = get_method(method)
     L = float(lipschitz_constant)
     N = A.shape[0]
 
-    eig_A = torch.linalg.eigvals(A)
-    eig_W = torch.linalg.eigvals(W)
-    lam_max_A_sym = float(torch.linalg.eigvalsh(_sym(A))[-1])
-    norm_A = float(torch.linalg.matrix_norm(A, ord=2))
-    norm_W = float(torch.linalg.matrix_norm(W, ord=2))
+    eig_A, eig_W, lam_max_A_sym, norm_A, norm_W = _spectra(A, W)
 
     margin = -lam_max_A_sym - L * norm_W
     c1 = {"margin": margin, "holds": margin > 0, "rate": max(margin, 0.0)}
@@ -280,6 +293,51 @@ def stability_report(
     )
 
 
+def spectral_numbers(cell: nn.Module) -> dict[str, float]:
+    """The few numbers of a cell's :func:`stability_report` that training records every epoch.
+
+    ``max_re_eig_A``, ``max_re_eig_W``, ``lambda_max_A_sym``, ``norm_A``, ``norm_W``, ``c1_margin`` (L = 1) and
+    ``max_abs_R_eps_lambda_D0``, the step's amplification ``max |R(ελ)|`` over the eigenvalues λ of A. They equal
+    the report's, without the rest of it: no spectrum of ``A + LW``, no linearised exponential step, no Bendixson
+    boxes, so two eigenvalue problems instead of four at N = 1024 (``tests/test_stability.py``).
+
+    Example:
+        >>> from lipschitz_rnn import LipschitzRNNCell
+        >>> numbers = spectral_numbers(LipschitzRNNCell(1, 8, beta=1.0, gamma=0.5))
+        >>> round(numbers["lambda_max_A_sym"], 6)
+        -0.5
+        >>> numbers["c1_margin"] == -numbers["lambda_max_A_sym"] - numbers["norm_W"]
+        True
+    """
+    A, W, settings = _cell_matrices(cell)
+    A, W = _float64_pair(A, W)
+    eig_A, eig_W, lam_max_A_sym, norm_A, norm_W = _spectra(A, W)
+    r0 = get_method(settings["method"]).stability_function(settings["eps"] * eig_A).abs().max()
+    return {
+        "max_re_eig_A": float(eig_A.real.max()),
+        "max_re_eig_W": float(eig_W.real.max()),
+        "lambda_max_A_sym": lam_max_A_sym,
+        "norm_A": norm_A,
+        "norm_W": norm_W,
+        "c1_margin": -lam_max_A_sym - norm_W,
+        "max_abs_R_eps_lambda_D0": float(r0),
+    }
+
+
+def certified_cells(model: nn.Module) -> dict[str, nn.Module]:
+    """The Lipschitz and AntisymmetricRNN cells of a model, by layer: ``{"layer0": cell, ...}``.
+
+    ``model`` is a recurrent layer with ``cells`` (``LipschitzRNN``, ``AntisymmetricRNN``) or a model
+    holding one as ``.rnn`` (``SequenceClassifier``); cells of other kinds (an LSTM) are left out.
+    """
+    from .cells.antisymmetric import AntisymmetricRNNCell
+    from .cells.lipschitz import LipschitzRNNCell
+
+    cells = getattr(getattr(model, "rnn", model), "cells", [])
+    certified = [cell for cell in cells if isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))]
+    return {f"layer{i}": cell for i, cell in enumerate(certified)}
+
+
 def stability_reports(model: nn.Module, num_diagonal_samples: int = 32) -> dict[str, StabilityReport]:
     """One report per Lipschitz or AntisymmetricRNN cell of a model: ``{"layer0": report, ...}``.
 
@@ -293,14 +351,9 @@ def stability_reports(model: nn.Module, num_diagonal_samples: int = 32) -> dict[
         >>> sorted(reports), round(reports["layer1"].lambda_max_A_sym, 6)
         (['layer0', 'layer1'], -0.5)
     """
-    from .cells.antisymmetric import AntisymmetricRNNCell
-    from .cells.lipschitz import LipschitzRNNCell
-
-    cells = getattr(getattr(model, "rnn", model), "cells", [])
-    certified = [cell for cell in cells if isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))]
     return {
-        f"layer{i}": stability_report(cell, num_diagonal_samples=num_diagonal_samples)
-        for i, cell in enumerate(certified)
+        name: stability_report(cell, num_diagonal_samples=num_diagonal_samples)
+        for name, cell in certified_cells(model).items()
     }
 
 

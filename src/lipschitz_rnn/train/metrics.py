@@ -116,7 +116,8 @@ def stability_numbers(model: nn.Module) -> dict[str, dict[str, float]]:
     so the C1 margin is ``−‖W‖₂``.
     """
     # the report's cheap numbers only: at N = 1024 the whole report (spectrum of A + LW, the linearised
-    # exponential step, Bendixson boxes) took 2.5 times as long on one CPU thread
+    # exponential step, Bendixson boxes) takes 2.0 (Euler) to 2.8 (exp_euler) times as long on one CPU
+    # thread (benchmarks/results/stability-numbers-cpu-1thread.json)
     return {name: spectral_numbers(cell) for name, cell in certified_cells(model).items()}
 
 

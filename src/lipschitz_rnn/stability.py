@@ -299,7 +299,8 @@ def spectral_numbers(cell: nn.Module) -> dict[str, float]:
     ``max_re_eig_A``, ``max_re_eig_W``, ``lambda_max_A_sym``, ``norm_A``, ``norm_W``, ``c1_margin`` (L = 1) and
     ``max_abs_R_eps_lambda_D0``, the step's amplification ``max |R(ελ)|`` over the eigenvalues λ of A. They equal
     the report's, without the rest of it: no spectrum of ``A + LW``, no linearised exponential step, no Bendixson
-    boxes, so two eigenvalue problems instead of four at N = 1024 (``tests/test_stability.py``).
+    boxes: two non-symmetric eigenvalue problems instead of three (four for exp_euler; ``tests/test_stability.py``,
+    ``benchmarks/stability_numbers.py``).
 
     Example:
         >>> from lipschitz_rnn import LipschitzRNNCell

@@ -291,6 +291,24 @@ def git_commit() -> Optional[str]:
         return None
 
 
+def provenance(device: torch.device, argv: Optional[list[str]], timing: str) -> dict:
+    """What the smaller benchmarks' JSON records: commit, torch, device, threads, the command line, the timing."""
+    return {
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "timing": timing,
+    }
+
+
+def write_records(output: Path, meta: dict, records: list[dict]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"metadata": meta, "records": records}, indent=1) + "\n")
+    print(f"wrote {output}")
+
+
 def metadata(args, device: torch.device) -> dict:
     meta = {
         "git_commit": git_commit(),

@@ -17,7 +17,6 @@ device, torch version, thread count and git commit.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import lipschitz_rnn as lr
 from lipschitz_rnn.stability import spectral_numbers, stability_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recurrence import device_name, git_commit
+from recurrence import provenance, write_records
 
 
 def from_report(cell: torch.nn.Module) -> dict[str, float]:
@@ -92,17 +91,8 @@ def main(argv=None) -> None:
                 f"{s['stability_report']:.3f} s  ratio {record['report_over_numbers']:.2f}"
                 f"  difference {record['max_abs_difference']:.1e}"
             )
-    meta = {
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        "device": device_name(torch.device("cpu")),
-        "threads": torch.get_num_threads(),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "timing": "one layer's per-epoch numbers, float64 on the CPU, median of round-robin repeats",
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"metadata": meta, "records": records}, indent=1) + "\n")
-    print(f"wrote {args.output}")
+    timing = "one layer's per-epoch numbers, float64 on the CPU, median of round-robin repeats"
+    write_records(args.output, provenance(torch.device("cpu"), argv, timing), records)
 
 
 if __name__ == "__main__":

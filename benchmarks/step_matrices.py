@@ -14,7 +14,6 @@ of the two results is reported. Writes JSON with the device, torch version and g
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 import lipschitz_rnn as lr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recurrence import device_name, git_commit
+from recurrence import provenance, write_records
 
 
 def augmented(L: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,17 +93,8 @@ def main(argv=None) -> None:
             f"  matrix_exp {ms['matrix_exp_augmented']:.2f} ms  ratio {record['matrix_exp_over_taylor']:.1f}"
             f"  float64 difference {record['max_abs_difference_float64']:.1e}"
         )
-    meta = {
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "timing": "forward + backward of a loss on both matrices, float32, median of round-robin repeats",
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"metadata": meta, "records": records}, indent=1) + "\n")
-    print(f"wrote {args.output}")
+    timing = "forward + backward of a loss on both matrices, float32, median of round-robin repeats"
+    write_records(args.output, provenance(device, argv, timing), records)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,14 @@ from torch import Tensor, nn
 
 from .integrators import Method, get_method
 
-__all__ = ["StabilityReport", "plot_eigenvalues", "spectral_numbers", "stability_report", "stability_reports"]
+__all__ = [
+    "StabilityReport",
+    "certified_cells",
+    "plot_eigenvalues",
+    "spectral_numbers",
+    "stability_report",
+    "stability_reports",
+]
 
 
 @dataclass

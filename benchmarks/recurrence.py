@@ -292,7 +292,7 @@ def git_commit() -> Optional[str]:
 
 
 def provenance(device: torch.device, argv: Optional[list[str]], timing: str) -> dict:
-    """What the smaller benchmarks' JSON records: commit, torch, device, threads, the command line, the timing."""
+    """What every benchmark's JSON records: commit, torch, device, threads, the command line, the timing."""
     return {
         "git_commit": git_commit(),
         "torch_version": torch.__version__,
@@ -310,19 +310,16 @@ def write_records(output: Path, meta: dict, records: list[dict]) -> None:
 
 
 def metadata(args, device: torch.device) -> dict:
+    timing = "median of round-robin repeats after warm-up; " + (
+        "CUDA events after synchronize" if device.type == "cuda" else "time.perf_counter"
+    )
     meta = {
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
+        **provenance(device, None, timing),
         "python_version": platform.python_version(),
-        "device": device_name(device),
         "device_type": device.type,
-        "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "step": "forward + backward + Adam step of SequenceClassifier (last-step readout, 10 classes, input_size 1)",
-        "timing": "median of round-robin repeats after warm-up; "
-        + ("CUDA events after synchronize" if device.type == "cuda" else "time.perf_counter"),
         "peak_mem_method": (
             "torch.cuda.max_memory_allocated minus memory_allocated before the step"
             if device.type == "cuda"

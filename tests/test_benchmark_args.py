@@ -1,17 +1,12 @@
 """The benchmark's choice of implementations: each kernel once by default, precision variants on request."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("recurrence_benchmark", ROOT / "benchmarks" / "recurrence.py")
-recurrence = importlib.util.module_from_spec(spec)
-sys.modules["recurrence_benchmark"] = recurrence
-spec.loader.exec_module(recurrence)
+from scripts_loader import load_script
+
+recurrence = load_script("benchmarks/recurrence.py", "recurrence_benchmark")
 
 needs_triton = pytest.mark.skipif(
     "triton" not in recurrence.BACKENDS, reason="the triton backend is not registered (no triton package)"
@@ -48,9 +43,7 @@ def test_cpu_default_has_no_cuda_backends():
 
 
 def test_the_step_matrices_benchmark_writes_both_timings_and_their_agreement(tmp_path):
-    spec = importlib.util.spec_from_file_location("step_matrices_benchmark", ROOT / "benchmarks" / "step_matrices.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_script("benchmarks/step_matrices.py", "step_matrices_benchmark")
     out = tmp_path / "step.json"
     benchmark.main(["--hidden", "8", "16", "--repeats", "2", "--output", str(out)])
     written = json.loads(out.read_text())
@@ -63,11 +56,7 @@ def test_the_step_matrices_benchmark_writes_both_timings_and_their_agreement(tmp
 
 
 def test_the_stability_numbers_benchmark_times_both_routes_and_they_agree(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "stability_numbers_benchmark", ROOT / "benchmarks" / "stability_numbers.py"
-    )
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_script("benchmarks/stability_numbers.py", "stability_numbers_benchmark")
     out = tmp_path / "numbers.json"
     benchmark.main(["--hidden", "8", "--methods", "euler", "exp_euler", "--repeats", "1", "--output", str(out)])
     written = json.loads(out.read_text())

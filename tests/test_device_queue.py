@@ -1,6 +1,5 @@
 """scripts/device_queue.py: job specs, and the archives a GPU round sends back."""
 
-import importlib.util
 import io
 import random
 import re
@@ -11,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from scripts_loader import load_script
 from test_train_toytasks import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("device_queue", ROOT / "scripts" / "device_queue.py")
-device_queue = importlib.util.module_from_spec(spec)
-sys.modules["device_queue"] = device_queue  # dataclasses look their module up
-spec.loader.exec_module(device_queue)
+device_queue = load_script("scripts/device_queue.py", "device_queue")
 
 
 def test_jobs_from_specs_and_files(tmp_path, monkeypatch):

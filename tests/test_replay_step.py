@@ -1,21 +1,15 @@
 """scripts/replay_step.py: the step a run diverged at, replayed from its last checkpoint with what went wrong."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from lipschitz_rnn.cli import main
+from scripts_loader import load_script
 from test_train_toytasks import write_config
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("replay_step", ROOT / "scripts" / "replay_step.py")
-replay_step = importlib.util.module_from_spec(spec)
-sys.modules["replay_step"] = replay_step
-spec.loader.exec_module(replay_step)
+replay_step = load_script("scripts/replay_step.py", "replay_step")
 
 
 def _diverged_run(tmp_path, every: int, *overrides: str):

@@ -1,22 +1,16 @@
 """scripts/step_rules.py: each step rule's amplification of a trained run's linear part."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from lipschitz_rnn.cli import main
 from lipschitz_rnn.train.loop import load_run
+from scripts_loader import load_script
 from test_train_toytasks import write_config
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("step_rules", ROOT / "scripts" / "step_rules.py")
-step_rules = importlib.util.module_from_spec(spec)
-sys.modules["step_rules"] = step_rules
-spec.loader.exec_module(step_rules)
+step_rules = load_script("scripts/step_rules.py", "step_rules")
 
 
 def test_every_rule_is_reported_at_the_runs_weights_and_step_size(tmp_path):

@@ -1,19 +1,15 @@
 """scripts/val_search.py: trials from a spec, and the choice made on validation only."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from lipschitz_rnn.train.config import load_config
+from scripts_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("val_search", ROOT / "scripts" / "val_search.py")
-val_search = importlib.util.module_from_spec(spec)
-sys.modules["val_search"] = val_search
-spec.loader.exec_module(val_search)
+val_search = load_script("scripts/val_search.py", "val_search")
 SPECS = sorted((ROOT / "configs" / "searches").glob("*.toml"))
 
 

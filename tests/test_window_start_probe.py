@@ -1,20 +1,14 @@
 """scripts/window_start_probe.py: a stateful run's next windows from a zero and from a carried state."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from lipschitz_rnn.cli import main
+from scripts_loader import load_script
 from test_train_toytasks import write_config
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("window_start_probe", ROOT / "scripts" / "window_start_probe.py")
-window_start_probe = importlib.util.module_from_spec(spec)
-sys.modules["window_start_probe"] = window_start_probe
-spec.loader.exec_module(window_start_probe)
+window_start_probe = load_script("scripts/window_start_probe.py", "window_start_probe")
 
 
 def test_each_mode_sequence_and_dropout_draw_gives_the_windows_losses(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lipschitz_rnn as lr
-from lipschitz_rnn.stability import certified_cells, spectral_numbers, stability_report
+from lipschitz_rnn.stability import certified_cells, spectral_numbers, stability_report, step_amplifications
 
 pytestmark = pytest.mark.filterwarnings("ignore::lipschitz_rnn.StepSizeWarning")
 
@@ -164,3 +164,20 @@ def test_eigenvalue_plot_is_written(tmp_path):
     fig = r.plot(path=path)
     assert path.stat().st_size > 10_000
     assert len(fig.axes) == 2
+
+
+@pytest.mark.parametrize(("method", "gated"), [("euler", False), ("midpoint", True), ("exp_euler", False)])
+def test_step_amplifications_are_each_rules_report(method, gated):
+    torch.manual_seed(0)
+    cell = lr.LipschitzRNNCell(2, 12, method=method, eps=0.3, beta=0.75, gamma=1.0, gated=gated)
+    with torch.no_grad():  # away from the initialisation, where A and W are nearly diagonal
+        for parameter in cell.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    rules = step_amplifications(cell)
+    assert sorted(rules) == sorted(lr.METHODS)
+    for rule, numbers in rules.items():  # the oracle: a whole report with the method overridden
+        discrete = stability_report(cell, method=rule, num_diagonal_samples=0).discrete
+        assert numbers == {"D=0": discrete["D=0"]["max_abs_R"], "D=LI": discrete["D=LI"]["max_abs_R"]}
+    assert list(step_amplifications(cell, ["rk4", "exp_euler"])) == ["rk4", "exp_euler"]
+    antisymmetric = lr.AntisymmetricRNNCell(2, 12, gamma=0.1, eps=0.2)
+    assert step_amplifications(antisymmetric, ["euler"])["euler"]["D=0"] == pytest.approx(1.0, abs=1e-12)  # A = 0

@@ -31,13 +31,14 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .integrators import Method, get_method
+from .integrators import METHODS, Method, get_method
 
 __all__ = [
     "StabilityReport",
@@ -46,6 +47,7 @@ __all__ = [
     "spectral_numbers",
     "stability_report",
     "stability_reports",
+    "step_amplifications",
 ]
 
 
@@ -185,6 +187,33 @@ def _cell_matrices(cell: nn.Module) -> tuple[Tensor, Tensor, dict[str, Any]]:
     )
 
 
+def _step_amplification(
+    rk: Method, A: Tensor, W: Tensor, eps: float, L: float, eig_A: Tensor, eig_J: Tensor
+) -> tuple[float, float, Callable[[Tensor], float]]:
+    """``(max|R| at D = 0, at D = L·I, as a function of D)`` for one step rule, from λ(A) and λ(A + LW).
+
+    For an explicit Runge–Kutta rule the step linearised at ``D`` is ``R(ε(A + DW))``; for the
+    exponential Euler rule it is ``e^{εA} + εφ₁(εA) D W``, not ``R(ε(A + DW))``, so its ``D = L·I``
+    value needs its own eigenvalue problem.
+    """
+    N = A.shape[0]
+    if rk.exponential:
+        E, P = rk.step_matrices(A, eps)
+
+        def amplification(D: Tensor) -> float:
+            return float(torch.linalg.eigvals(E + P @ (D[:, None] * W)).abs().max())
+
+        rI = amplification(torch.full((N,), L, dtype=torch.float64))
+    else:
+
+        def amplification(D: Tensor) -> float:
+            return float(rk.stability_function(eps * torch.linalg.eigvals(A + D[:, None] * W)).abs().max())
+
+        rI = float(rk.stability_function(eps * eig_J).abs().max())  # D = L I: the spectrum given
+    r0 = float(rk.stability_function(eps * eig_A).abs().max())
+    return r0, rI, amplification
+
+
 def stability_report(
     cell_or_A: Union[nn.Module, Tensor],
     W: Optional[Tensor] = None,
@@ -249,26 +278,11 @@ def stability_report(
     if eps is not None:
         eig_J = torch.linalg.eigvals(A + L * W)
         eigenvalues["A+LW"] = _as_pairs(eig_J)
-        if rk.exponential:
-            # the step linearised at D = diag(σ'): h⁺ = (e^{εA} + εφ₁(εA) D W) h, not R(ε(A + DW)) h
-            E, P = rk.step_matrices(A, eps)
-
-            def amplification(D: Tensor) -> float:
-                return float(torch.linalg.eigvals(E + P @ (D[:, None] * W)).abs().max())
-
-            rI = amplification(torch.full((N,), L, dtype=torch.float64))
-        else:
-
-            def amplification(D: Tensor) -> float:
-                return float(rk.stability_function(eps * torch.linalg.eigvals(A + D[:, None] * W)).abs().max())
-
-            rI = float(rk.stability_function(eps * eig_J).abs().max())  # D = L I: the spectrum above
-
+        r0, rI, amplification = _step_amplification(rk, A, W, eps, L, eig_A, eig_J)
         generator = torch.Generator().manual_seed(seed)
         sampled_max = 0.0
         for _ in range(num_diagonal_samples):
             sampled_max = max(sampled_max, amplification(L * torch.rand(N, generator=generator, dtype=torch.float64)))
-        r0 = float(rk.stability_function(eps * eig_A).abs().max())
         discrete = {
             "D=0": {"max_abs_R": r0},
             "D=LI": {"max_abs_R": rI},
@@ -298,6 +312,39 @@ def stability_report(
         euler_contraction=euler,
         eigenvalues=eigenvalues,
     )
+
+
+def step_amplifications(
+    cell: nn.Module, methods: Optional[Iterable[Union[str, Method]]] = None, *, lipschitz_constant: float = 1.0
+) -> dict[str, dict[str, float]]:
+    """Each step rule's ``max |R|`` at ``D = 0`` and ``D = L·I``, at the cell's ε and weights.
+
+    The same numbers as ``stability_report(cell, method=m).discrete`` (``"D=0"`` and ``"D=LI"``) for
+    every ``m`` in ``methods`` (all of :data:`lipschitz_rnn.integrators.METHODS` by default), from one
+    eigendecomposition of A and one of ``A + LW`` instead of a whole report per rule: what the cell's
+    weights would do under another rule, not what training with it would reach.
+
+    Example:
+        >>> from lipschitz_rnn import LipschitzRNNCell
+        >>> cell = LipschitzRNNCell(1, 8, beta=1.0, gamma=0.5, eps=0.1)  # λ(A) = -0.5 + iy
+        >>> rules = step_amplifications(cell, ["euler", "exp_euler"])
+        >>> round(rules["exp_euler"]["D=0"], 6)  # |e^{0.1 λ}| = e^{-0.05}
+        0.951229
+        >>> rules["euler"]["D=0"] > 0.95  # |1 + 0.1 λ| ≥ 0.95
+        True
+    """
+    A, W, settings = _cell_matrices(cell)
+    A, W = _float64_pair(A, W)
+    L = float(lipschitz_constant)
+    eps = settings["eps"]
+    eig_A = torch.linalg.eigvals(A)
+    eig_J = torch.linalg.eigvals(A + L * W)
+    result = {}
+    for method in METHODS if methods is None else methods:
+        rk = get_method(method)
+        r0, rI, _ = _step_amplification(rk, A, W, eps, L, eig_A, eig_J)
+        result[rk.name] = {"D=0": r0, "D=LI": rI}
+    return result
 
 
 def spectral_numbers(cell: nn.Module) -> dict[str, float]:

@@ -14,7 +14,9 @@ A run lives in ``runs/<experiment>/seed<k>``:
 one finished earlier (it has ``summary.json``) is skipped, one with a checkpoint resumes
 (``--resume``), and the run still going at the deadline is killed and resumes next time.
 Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``, and
-``--unpack DIR`` puts such archives back under ``runs/`` on a fresh machine, so that its runs resume.
+``--unpack DIR`` puts such archives back under ``runs/`` on a fresh machine, so that its runs resume;
+``--resume-set SOURCE DEST`` (here, before that call) copies only the archives resuming needs, leaving
+the best checkpoints out of what the call carries.
 Two queues may share the GPUs (say a long list beside a search and its follow-up): run them
 with ``--no-pack`` and pack once at the end with ``--pack-only`` and every job list.
 
@@ -190,7 +192,19 @@ def main() -> None:
     parser.add_argument("--no-pack", action="store_true", help="leave the archives to a later --pack-only")
     parser.add_argument("--pack-only", action="store_true", help="write status and archives, train nothing")
     parser.add_argument("--unpack", metavar="DIR", help="restore runs/ from DIR's runs-*.tgz, then stop")
+    parser.add_argument(
+        "--resume-set",
+        nargs=2,
+        metavar=("SOURCE", "DEST"),
+        help="copy to DEST only SOURCE's archives that resuming needs (no best checkpoints), then stop",
+    )
     args = parser.parse_args()
+    if args.resume_set:
+        copied = resume_set(*map(Path, args.resume_set))
+        total = sum(path.stat().st_size for path in copied)
+        print(f"device_queue: {len(copied)} archives, {total / 2**20:.1f} MiB, in {args.resume_set[1]}: "
+              + ", ".join(path.name for path in copied))  # fmt: skip
+        return
     if args.unpack:
         os.chdir(ROOT)
         restored, kept = unpack(Path(args.unpack))
@@ -292,10 +306,10 @@ def pack(
     So the checkpoints go in parts of about ``part_bytes`` (a larger file goes alone), written in this
     order while the archives, results included, stay within ``total_bytes`` (the rest is for the logs):
     the last checkpoint of every unfinished run (weights and optimizer state: what resumes it on another
-    machine), then their best checkpoints, then the best checkpoint of every finished run (for
-    ``lipschitz-rnn analyze``). Whatever does not fit is named, and stays on the machine. (Round 34 packed
-    each unfinished run's best beside its last, and the second run's optimizer state did not fit: that
-    run could not resume on a fresh machine.)
+    machine), then, in parts of their own, their best checkpoints, then the best checkpoint of every
+    finished run (for ``lipschitz-rnn analyze``). Whatever does not fit is named, and stays on the
+    machine. (Round 34 packed each unfinished run's best beside its last, and the second run's optimizer
+    state did not fit: that run could not resume on a fresh machine.)
     """
     runs = Path("runs")
 
@@ -314,12 +328,13 @@ def pack(
             unfinished_best += best
     groups: list[list[Path]] = []
     size = 0
-    for path in to_resume + unfinished_best + finished_best:
-        if not groups or size + path.stat().st_size > part_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(path)
-        size += path.stat().st_size
+    for kind in (to_resume, unfinished_best + finished_best):  # no part mixes the two: see resume_set
+        for position, path in enumerate(kind):
+            if position == 0 or size + path.stat().st_size > part_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(path)
+            size += path.stat().st_size
     budget = total_bytes - (out / "runs-results.tgz").stat().st_size
     left_out: list[Path] = []
     index = 0
@@ -343,6 +358,31 @@ def pack(
             f"this machine (runs {', '.join(runs_left)})",
             flush=True,
         )
+
+
+def resume_set(source: Path, destination: Path) -> list[Path]:
+    """Copy from ``source`` only the archives a fresh machine needs to resume: results and last checkpoints.
+
+    A call may carry 64 MiB in all, tree and data included; two unfinished PTB runs' archives take 62 MiB,
+    of which 17 MiB are best checkpoints that resuming never reads (round 37). Which archives those are is
+    read from their members: a ``runs-ckpt-K.tgz`` goes when it holds anything outside ``checkpoints/best/``.
+    Returns the copied paths; ``unpack(destination)`` then restores every unfinished run.
+    """
+    archives = sorted(source.glob("runs-ckpt-*.tgz"))
+    if not (source / "runs-results.tgz").is_file():
+        raise SystemExit(f"device_queue: no runs-results.tgz in {source}")
+    keep = [source / "runs-results.tgz"]
+    for path in archives:
+        try:
+            with tarfile.open(path) as archive:
+                names = [member.name for member in archive.getmembers() if not member.isdir()]
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise SystemExit(f"device_queue: cannot read {path}: {error}") from error
+        if any("/checkpoints/" in name and "/checkpoints/best/" not in name for name in names):
+            keep.append(path)
+    destination.mkdir(parents=True, exist_ok=True)
+    copied = [Path(shutil.copy2(path, destination / path.name)) for path in keep]
+    return copied
 
 
 def unpack(folder: Path) -> tuple[int, int]:

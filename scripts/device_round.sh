@@ -15,7 +15,8 @@
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
 # Runs killed at the deadline resume on the next round: a warm machine keeps runs/; for a fresh
 # one, carry the archives in a folder and name it RESUME, and they are unpacked into runs/ first
-# (a corrupt archive stops the round before any training). Committed trial records
+# (a corrupt archive stops the round before any training; `python scripts/device_queue.py --resume-set
+# FROM RESUME` copies only what resuming needs, without best checkpoints, where all would not fit a call). Committed trial records
 # (results/search/trials) are copied into runs/ first, so finished trials are not run again.
 # RECORD_ONLY names specs whose trials are in the LONG list: their choice is recorded at the end.
 # GPU_TESTS replaces the test selection. The exit status is the packing's (non-zero: no archives).

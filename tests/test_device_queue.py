@@ -191,6 +191,41 @@ def test_unpack_restores_the_packed_runs_on_a_fresh_machine(tmp_path, monkeypatc
     assert "going/seed0/checkpoints/last/model.safetensors" in restored
 
 
+def test_resume_set_carries_results_and_last_checkpoints_without_any_best(tmp_path, monkeypatch, capsys):
+    # Round 37: two unfinished PTB runs' archives were 62 MiB, over what a call may carry with the data;
+    # their best checkpoints (17 MiB) are not needed to resume them
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "done", finished=True)
+    for name in ("a_going", "b_going"):
+        _run(tmp_path, name, finished=False)
+        checkpoints = tmp_path / "runs" / name / "seed0" / "checkpoints"
+        for kind in ("best", "last"):
+            (checkpoints / kind / "model.safetensors").write_bytes(random.Random(f"{name}{kind}").randbytes(9_000))
+        (checkpoints / "last" / "state.pt").write_bytes(random.Random(f"{name}state").randbytes(5_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    device_queue.pack(out, part_bytes=25_000)  # b's state alone would leave room for a's best beside it
+    parts = {path.name: _members(path) for path in out.glob("runs-ckpt-*.tgz")}
+    for members in parts.values():  # pack never mixes them
+        assert len({"/checkpoints/best/" in name for name in members}) == 1
+    carried = tmp_path / "carry"
+    names = sorted(path.name for path in device_queue.resume_set(out, carried))
+    assert names == sorted(["runs-results.tgz", *(n for n, m in parts.items() if not any("/best/" in x for x in m))])
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    device_queue.unpack(carried)
+    restored = _files(fresh / "runs")
+    for name in ("a_going", "b_going"):
+        assert {f"{name}/seed0/checkpoints/last/model.safetensors", f"{name}/seed0/checkpoints/last/state.pt"} <= set(
+            restored
+        )
+    assert not [name for name in restored if "/checkpoints/best/" in name]
+    assert "done/seed0/summary.json" in restored  # the small files of every run come too
+    with pytest.raises(SystemExit, match="no runs-results.tgz"):
+        device_queue.resume_set(tmp_path / "empty", carried)
+
+
 @pytest.fixture
 def packed_unfinished_run(tmp_path, monkeypatch) -> Path:
     """The archives of one unfinished run, ``runs/going/seed0``, packed in ``tmp_path/out`` (the cwd is tmp_path)."""

@@ -140,16 +140,23 @@ def test_pack_keeps_every_archive_within_what_the_device_returns_results_first(t
     assert "1 checkpoint files did not fit" in said and "a_done/seed0" in said
 
 
+def _two_unfinished_runs(root: Path, weight_bytes: int, state_bytes: int) -> None:
+    """``runs/a_going`` and ``runs/b_going``: best and last weights, and the last optimizer state (incompressible)."""
+    for name in ("a_going", "b_going"):
+        _run(root, name, finished=False)
+        checkpoints = root / "runs" / name / "seed0" / "checkpoints"
+        for kind in ("best", "last"):
+            (checkpoints / kind / "model.safetensors").write_bytes(
+                random.Random(f"{name}{kind}").randbytes(weight_bytes)
+            )
+        (checkpoints / "last" / "state.pt").write_bytes(random.Random(f"{name}state").randbytes(state_bytes))
+
+
 def test_pack_sends_what_resumes_every_unfinished_run_before_any_best_checkpoint(tmp_path, monkeypatch, capsys):
     # Round 34: two unfinished PTB runs, each with best weights, last weights and last optimizer state; packed
     # run by run, the second run's optimizer state did not fit, and the run could not resume elsewhere.
     monkeypatch.chdir(tmp_path)
-    for name in ("a_going", "b_going"):
-        _run(tmp_path, name, finished=False)
-        checkpoints = tmp_path / "runs" / name / "seed0" / "checkpoints"
-        for kind in ("best", "last"):
-            (checkpoints / kind / "model.safetensors").write_bytes(random.Random(f"{name}{kind}").randbytes(20_000))
-        (checkpoints / "last" / "state.pt").write_bytes(random.Random(f"{name}state").randbytes(40_000))
+    _two_unfinished_runs(tmp_path, weight_bytes=20_000, state_bytes=40_000)
     out = tmp_path / "out"
     out.mkdir()
     device_queue.pack(out, part_bytes=30_000, total_bytes=150_000, file_bytes=60_000)  # a part a file
@@ -196,12 +203,7 @@ def test_resume_set_carries_results_and_last_checkpoints_without_any_best(tmp_pa
     # their best checkpoints (17 MiB) are not needed to resume them
     monkeypatch.chdir(tmp_path)
     _run(tmp_path, "done", finished=True)
-    for name in ("a_going", "b_going"):
-        _run(tmp_path, name, finished=False)
-        checkpoints = tmp_path / "runs" / name / "seed0" / "checkpoints"
-        for kind in ("best", "last"):
-            (checkpoints / kind / "model.safetensors").write_bytes(random.Random(f"{name}{kind}").randbytes(9_000))
-        (checkpoints / "last" / "state.pt").write_bytes(random.Random(f"{name}state").randbytes(5_000))
+    _two_unfinished_runs(tmp_path, weight_bytes=9_000, state_bytes=5_000)
     out = tmp_path / "out"
     out.mkdir()
     device_queue.pack(out, part_bytes=25_000)  # b's state alone would leave room for a's best beside it

@@ -371,6 +371,9 @@ def resume_set(source: Path, destination: Path) -> list[Path]:
     archives = sorted(source.glob("runs-ckpt-*.tgz"))
     if not (source / "runs-results.tgz").is_file():
         raise SystemExit(f"device_queue: no runs-results.tgz in {source}")
+    stale = sorted(destination.glob("runs-*.tgz"))
+    if stale:  # unpack reads every archive in the folder: an older set's parts would come back with these
+        raise SystemExit(f"device_queue: {destination} already holds archives ({stale[0].name}); name an empty folder")
     keep = [source / "runs-results.tgz"]
     for path in archives:
         try:

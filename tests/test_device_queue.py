@@ -225,7 +225,9 @@ def test_resume_set_carries_results_and_last_checkpoints_without_any_best(tmp_pa
     assert not [name for name in restored if "/checkpoints/best/" in name]
     assert "done/seed0/summary.json" in restored  # the small files of every run come too
     with pytest.raises(SystemExit, match="no runs-results.tgz"):
-        device_queue.resume_set(tmp_path / "empty", carried)
+        device_queue.resume_set(tmp_path / "empty", tmp_path / "elsewhere")
+    with pytest.raises(SystemExit, match="already holds archives"):  # its parts would be unpacked with the new set
+        device_queue.resume_set(out, carried)
 
 
 @pytest.fixture

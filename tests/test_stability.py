@@ -103,6 +103,15 @@ def test_antisymmetric_cell_report_has_zero_linear_part():
     assert r.spectral_abscissa_W == pytest.approx(-0.1)
 
 
+def _move_away_from_initialisation(cell: torch.nn.Module) -> torch.nn.Module:
+    """The cell with N(0, 1) added to every parameter (seed 0): at initialisation A and W are nearly diagonal."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in cell.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return cell
+
+
 @pytest.mark.parametrize(
     "cell",
     [
@@ -114,10 +123,7 @@ def test_antisymmetric_cell_report_has_zero_linear_part():
     ids=["euler", "midpoint-gated", "exp_euler", "antisymmetric-gated"],
 )
 def test_per_epoch_numbers_are_the_full_reports(cell):
-    torch.manual_seed(0)
-    with torch.no_grad():  # away from the initialisation, where A and W are nearly diagonal
-        for parameter in cell.parameters():
-            parameter.add_(torch.randn_like(parameter))
+    _move_away_from_initialisation(cell)
     report = stability_report(cell)
     expected = {
         "max_re_eig_A": report.spectral_abscissa_A,
@@ -168,11 +174,9 @@ def test_eigenvalue_plot_is_written(tmp_path):
 
 @pytest.mark.parametrize(("method", "gated"), [("euler", False), ("midpoint", True), ("exp_euler", False)])
 def test_step_amplifications_are_each_rules_report(method, gated):
-    torch.manual_seed(0)
-    cell = lr.LipschitzRNNCell(2, 12, method=method, eps=0.3, beta=0.75, gamma=1.0, gated=gated)
-    with torch.no_grad():  # away from the initialisation, where A and W are nearly diagonal
-        for parameter in cell.parameters():
-            parameter.add_(torch.randn_like(parameter))
+    cell = _move_away_from_initialisation(
+        lr.LipschitzRNNCell(2, 12, method=method, eps=0.3, beta=0.75, gamma=1.0, gated=gated)
+    )
     rules = step_amplifications(cell)
     assert sorted(rules) == sorted(lr.METHODS)
     for rule, numbers in rules.items():  # the oracle: a whole report with the method overridden

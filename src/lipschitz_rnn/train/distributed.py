@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -69,6 +70,12 @@ def setup(device_setting: str) -> Context:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        # DistributedDataParallel imports torch._dynamo, which keeps references to what it finds
+        # in torch's modules: imported after the group exists, it holds the group, which then
+        # outlives destroy_process_group(), with its gloo worker threads (see teardown for what
+        # one did at exit). Imported first, it does not. (`import torch._dynamo` here would make
+        # `torch` a local name of this function.)
+        importlib.import_module("torch._dynamo")
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Context(rank, world_size, local_rank, device)
 
@@ -78,10 +85,15 @@ def teardown(ctx: Context, *, wait_for_peers: bool = False) -> None:
 
     ``wait_for_peers=True`` (after a normal end, when every process gets here) first waits at a
     barrier, so that no process closes its connections while another still works: process 0
-    writes plots and the summary after the last collective, and a gloo process that left
-    before it was sometimes aborted ("terminate called without an active exception", about
-    one two-process CPU run in a hundred). After an error only some processes may get here,
-    so the default leaves at once.
+    writes plots and the summary after the last collective. After an error only some
+    processes may get here, so the default leaves at once.
+
+    ``destroy_process_group()`` frees the group, and the group's destructor joins its gloo
+    worker threads, only if nothing else holds it (:func:`setup` imports torch._dynamo first
+    for that). A worker that outlived it destroyed the barrier's work (which holds the last
+    all-reduce's tensors, whose release needs the GIL) while the interpreter was shutting
+    down, and the process aborted ("terminate called without an active exception"; one to three
+    two-process CPU runs in a hundred on a loaded machine, as core dumps showed).
     """
     if ctx.distributed and dist.is_initialized():
         if wait_for_peers:  # NCCL's barrier runs on a GPU: this process's own (None: gloo's default)

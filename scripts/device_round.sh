@@ -20,6 +20,8 @@
 # (results/search/trials) are copied into runs/ first, so finished trials are not run again.
 # RECORD_ONLY names specs whose trials are in the LONG list: their choice is recorded at the end.
 # GPU_TESTS replaces the test selection. The exit status is the packing's (non-zero: no archives).
+# Put LIPSCHITZ_RNN_GIT_COMMIT=<this checkout's HEAD> in the command: the device's copy of .git can stand at an
+# older commit (round 38's runs recorded the session's first one), and the runs' meta.json take the variable first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -30,6 +32,10 @@ start=$(date +%s)
 mkdir -p "$OUT" runs
 export PYTHONPATH=src LIPSCHITZ_RNN_DATA=data PYTHONUNBUFFERED=1
 nvidia-smi -L > "$OUT/gpus.txt" 2>&1
+if [ -z "${LIPSCHITZ_RNN_GIT_COMMIT:-}" ]; then
+    echo "device_round: LIPSCHITZ_RNN_GIT_COMMIT is not set; runs record the device copy's git HEAD," \
+        "which may be older than the code that runs" | tee "$OUT/commit-warning.txt" >&2
+fi
 gpus=$(grep -c '^GPU [0-9]' "$OUT/gpus.txt")  # the GPUs listed, not an error message's lines
 
 (nproc; cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > "$OUT/cpus.txt" 2>&1

@@ -78,7 +78,7 @@ def test_integers_are_accepted_where_numbers_are_expected():
         ("train.epochs=2.5", "train.epochs: expected an integer"),
         ("train.epochs=true", "train.epochs: expected an integer"),
         ("train.epochs=0", "train.epochs: must be > 0"),
-        ("train.optimizer=adamw", "train.optimizer: must be one of 'adam', 'sgd', 'adagrad'"),
+        ("train.optimizer=adamw", "train.optimizer: must be one of 'adam', 'sgd', 'adagrad', 'rmsprop'"),
         ("train.device=gpu", "train.device: must be 'auto', 'cpu'"),
         ("train.backend=turbo", "train.backend: must be one of auto"),
         ("train.lr_milestones=[90, 30]", "train.lr_milestones: must be increasing"),

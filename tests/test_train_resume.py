@@ -49,6 +49,7 @@ def assert_same_run(a, b):
         # the ASR paper's optimizers: their state (momentum buffers, Adagrad's sums) is in the checkpoint
         ("toy_sign", "antisymmetric", ["train.optimizer=sgd", "train.momentum=0.9", "train.lr=0.05"]),
         ("toy_sign", "antisymmetric", ["train.optimizer=adagrad", "train.lr=0.05"]),
+        ("toy_sign", "lstm", ["train.optimizer=rmsprop", "train.lr=0.01"]),  # RMSprop's square averages
         ("toy_chars", "lipschitz", []),  # stateful: the carried hidden state is in the checkpoint
         ("toy_chars", "lstm", []),  # ... as a (h, c) pair
     ],

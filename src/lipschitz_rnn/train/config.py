@@ -94,7 +94,7 @@ def _non_negative(v) -> Optional[str]:
 
 #: the ``train.optimizer`` names; their factories are ``loop.OPTIMIZERS`` (a test keeps the two in step;
 #: this module does not import torch)
-OPTIMIZER_NAMES = ("adam", "sgd", "adagrad")
+OPTIMIZER_NAMES = ("adam", "sgd", "adagrad", "rmsprop")
 
 
 def _one_of(*choices: str) -> Callable[[Any], Optional[str]]:

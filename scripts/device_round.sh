@@ -22,6 +22,8 @@
 # GPU_TESTS replaces the test selection. The exit status is the packing's (non-zero: no archives).
 # Put LIPSCHITZ_RNN_GIT_COMMIT=<this checkout's HEAD> in the command: the device's copy of .git can stand at an
 # older commit (round 38's runs recorded the session's first one), and the runs' meta.json take the variable first.
+# With the MNIST wheel carried, the tree is over the 64 MiB a call takes unless results/ (47 MB) is moved out first;
+# while it is out, commit with explicit paths: `git commit -a` records the move as the deletion of every record.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}

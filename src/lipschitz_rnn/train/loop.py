@@ -493,7 +493,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda params, tc: torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay),
     # the AntisymmetricRNN paper trained with SGD-momentum or Adagrad [ASR]
     "adagrad": lambda params, tc: torch.optim.Adagrad(params, lr=tc.lr, weight_decay=tc.weight_decay),
-    # the usual optimizer of LSTM baselines on pixel MNIST (torch's defaults: alpha 0.99, no momentum)
+    # a common optimizer of LSTM baselines on pixel MNIST (torch's defaults: alpha 0.99, no momentum)
     "rmsprop": lambda params, tc: torch.optim.RMSprop(params, lr=tc.lr, weight_decay=tc.weight_decay),
 }
 

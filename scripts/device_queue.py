@@ -171,6 +171,17 @@ def stop_mps() -> None:
         os.environ.pop(key, None)
 
 
+def deadline_exit(job: Job) -> str:
+    """What the queue records for a run it killed at the deadline.
+
+    A run that wrote its summary finished: the kill hit the process on its way out (round 40's
+    gated seed 2, killed a second after it logged "done"), and nothing of it resumes.
+    """
+    if (job.run_dir / "summary.json").is_file():
+        return "finished; killed at the deadline on its way out (its summary was written)"
+    return "killed at the deadline (resumes next time)"
+
+
 def command_for(job: Job) -> list[str]:
     base = [sys.executable, "-m", "lipschitz_rnn", "train"]
     if (job.run_dir / "meta.json").is_file() and (job.run_dir / "checkpoints" / "last").is_dir():
@@ -250,7 +261,7 @@ def main() -> None:
                         command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=left
                     ).returncode
                 except subprocess.TimeoutExpired:
-                    code = "killed at the deadline (resumes next time)"
+                    code = deadline_exit(job)
             record = {
                 "gpu": gpu,
                 "jobs_per_gpu": per_gpu,

@@ -1,6 +1,7 @@
 """scripts/device_queue.py: job specs, and the archives a GPU round sends back."""
 
 import io
+import json
 import random
 import re
 import shutil
@@ -321,3 +322,35 @@ def test_per_gpu_without_mps_says_it_runs_one_job_per_gpu(tmp_path, monkeypatch,
     printed = capsys.readouterr().out
     assert "--per-gpu 4 needs --mps" in printed
     assert "1 GPUs x 1 slots" in printed
+
+
+@pytest.mark.parametrize(
+    ("wrote_summary", "recorded"),
+    [
+        (True, "finished; killed at the deadline on its way out (its summary was written)"),
+        (False, "killed at the deadline (resumes next time)"),
+    ],
+)
+def test_a_run_killed_at_the_deadline_is_recorded_finished_only_if_it_wrote_its_summary(
+    tmp_path, monkeypatch, wrote_summary, recorded
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    config = write_config(tmp_path / "configs", name="one")
+    monkeypatch.setattr(device_queue, "ROOT", tmp_path)
+    monkeypatch.setattr(device_queue, "gpu_count", lambda: 1)
+
+    def train_until_the_deadline(command, timeout, **kwargs):
+        run_dir = Path(command[command.index("--out") + 1])
+        run_dir.mkdir(parents=True)
+        if wrote_summary:
+            (run_dir / "summary.json").write_text("{}")
+        raise device_queue.subprocess.TimeoutExpired(command, timeout)
+
+    monkeypatch.setattr(device_queue.subprocess, "run", train_until_the_deadline)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["device_queue.py", "--no-pack", "--out", str(tmp_path / "out"), f"{config}:0:experiment.name=one"]
+    monkeypatch.setattr(sys, "argv", argv)
+    device_queue.main()
+    queue_record = (tmp_path / "runs" / "one" / "seed0.queue.jsonl").read_text()
+    assert json.loads(queue_record)["exit"] == recorded

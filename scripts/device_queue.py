@@ -63,6 +63,11 @@ class Job:
         return Path("runs") / self.name / f"seed{self.seed}"
 
 
+def finished(run_dir: Path) -> bool:
+    """A run is finished once training wrote its ``summary.json`` (at the end, after its plots, or on divergence)."""
+    return (run_dir / "summary.json").is_file()
+
+
 def parse_jobs(specs: list[str]) -> list[Job]:
     """Jobs from ``CONFIG:SEEDS[:OVERRIDES]`` specs; ``@FILE`` reads one spec per line (``#`` starts a
     comment outside quotes and brackets, so a quoted value may hold one)."""
@@ -177,7 +182,7 @@ def deadline_exit(job: Job) -> str:
     A run that wrote its summary finished: the kill hit the process on its way out (round 40's
     gated seed 2, killed a second after it logged "done"), and nothing of it resumes.
     """
-    if (job.run_dir / "summary.json").is_file():
+    if finished(job.run_dir):
         return "finished; killed at the deadline on its way out (its summary was written)"
     return "killed at the deadline (resumes next time)"
 
@@ -229,7 +234,7 @@ def main() -> None:
     os.environ.setdefault("PYTHONPATH", "src")
     os.environ.setdefault("LIPSCHITZ_RNN_DATA", "data")
     os.environ["PYTHONUNBUFFERED"] = "1"
-    jobs = [job for job in parse_jobs(args.jobs) if not (job.run_dir / "summary.json").is_file()]
+    jobs = [job for job in parse_jobs(args.jobs) if not finished(job.run_dir)]
     if args.pack_only:
         jobs = []
     gpus = args.gpus or gpu_count()
@@ -295,7 +300,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     for job in parse_jobs(args.jobs):
-        if (job.run_dir / "summary.json").is_file():
+        if finished(job.run_dir):
             lines.append(f"done {job.run_dir}")
         else:
             metrics = job.run_dir / "metrics.jsonl"
@@ -332,7 +337,7 @@ def pack(
     to_resume, unfinished_best, finished_best = [], [], []
     for run_dir in sorted(p.parent for p in runs.glob("*/seed*/meta.json")):
         best = sorted(p for p in (run_dir / "checkpoints" / "best").rglob("*") if p.is_file())
-        if (run_dir / "summary.json").is_file():
+        if finished(run_dir):
             finished_best += best
         else:  # best too: a resumed run writes "best" only when validation improves again
             to_resume += sorted(set(p for p in (run_dir / "checkpoints").rglob("*") if p.is_file()) - set(best))

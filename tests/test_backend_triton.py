@@ -120,6 +120,14 @@ def test_interpreter_inference_without_grad():
         torch.testing.assert_close(fast, rnn(x)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_double_backward_raises_rather_than_miss_the_kernels_part():
+    # runs in the interpreter on the CPU and compiled on a GPU: the guard is the same Python either way
+    rnn = lr.LipschitzRNN(2, 16, backend="triton", device=DEVICE)
+    out, h_n = rnn(torch.randn(5, 3, 2, device=DEVICE))
+    with pytest.raises(RuntimeError, match="double backward .*needs backend='reference'"):
+        torch.autograd.grad(out.sum() + h_n.sum(), rnn.cells[0].M_A, create_graph=True)
+
+
 def _stream_from_global_memory(monkeypatch, N, block):
     """Run hidden size N in the streamed regime, in blocks of ``block`` columns."""
     monkeypatch.setattr(fused_triton, "ON_CHIP_HIDDEN", 16)

@@ -1,5 +1,7 @@
 """The torch.nn.RNN contract, lengths, dt and stacking, for every recurrent layer."""
 
+import pickle
+
 import pytest
 import torch
 from hypothesis import given
@@ -151,6 +153,61 @@ def test_dropout_applies_between_layers_only_in_training():
     c = rnn(x)[0]
     torch.manual_seed(1)
     assert not torch.allclose(c, rnn(x)[0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("method", ["euler", "exp_euler"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_outputs_may_be_edited_in_place_before_backward(backend, method, batch_first):
+    # as with torch.nn.RNN: the outputs are the caller's, not views of what the backward needs
+    rnn = lr.LipschitzRNN(3, 6, method=method, backend=backend, batch_first=batch_first, dtype=torch.float64)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    out, h_n = rnn(x)
+    (2 * out).sum().backward()
+    expected = rnn.cells[0].M_W.grad.clone()
+    rnn.zero_grad()
+    out, h_n = rnn(x)
+    out.mul_(2)
+    h_n.add_(1)
+    out.sum().backward()
+    torch.testing.assert_close(rnn.cells[0].M_W.grad, expected)
+
+
+@pytest.mark.parametrize("name", OUR_LAYERS)
+def test_an_empty_batch_runs_forward_and_backward(name):
+    rnn = _build(name)
+    x = torch.randn(4, 0, 3, dtype=torch.float64, requires_grad=True)
+    out, h_n = rnn(x)
+    (out.sum() + h_n.sum()).backward()
+    assert out.shape == (4, 0, 6) and x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("name", OUR_LAYERS)
+def test_layers_build_on_the_meta_device(name):
+    with torch.device("meta"):
+        rnn = lr.build_model(name, 3, 6)
+    assert all(p.is_meta for p in rnn.parameters())
+    rnn.to_empty(device="cpu")  # materialised later, as for any torch module
+
+
+@pytest.mark.parametrize("name", ["cayley", "exprnn"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_orthogonal_maps_run_in_half_precision(name, dtype):
+    # their solve / matrix exponential run in float32 (the CPU has no half kernels for them)
+    rnn = lr.build_model(name, 3, 6, dtype=dtype)
+    W = rnn.cells[0].W
+    assert W.dtype == dtype
+    torch.testing.assert_close(W.float() @ W.float().T, torch.eye(6), atol=2e-2, rtol=0)
+    out, _ = rnn(torch.randn(5, 2, 3, dtype=dtype))
+    assert out.dtype == dtype and out.isfinite().all()
+
+
+def test_identity_nonlinearity_pickles():
+    # whole-module pickling (torch.save(module), multiprocessing) needs importable functions, not lambdas
+    rnn = lr.LipschitzRNN(3, 6, nonlinearity="identity", backend="reference")
+    loaded = pickle.loads(pickle.dumps(rnn))
+    x = torch.randn(4, 2, 3)
+    torch.testing.assert_close(loaded(x)[0], rnn(x)[0])
 
 
 def test_every_registered_name_builds_and_runs():

@@ -11,11 +11,11 @@ import lipschitz_rnn as lr
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"beta": 1.5}, ValueError, r"beta must be <= 1"),
-        ({"beta": -0.1}, ValueError, r"beta must be >= 0"),
-        ({"beta_W": 2.0}, ValueError, r"beta must be <= 1"),
-        ({"gamma": -1e-3}, ValueError, r"gamma must be >= 0"),
-        ({"gamma_A": -1.0}, ValueError, r"gamma must be >= 0"),
+        ({"beta": 1.5}, ValueError, r"^beta must be <= 1"),
+        ({"beta": -0.1}, ValueError, r"^beta must be >= 0"),
+        ({"beta_W": 2.0}, ValueError, r"^beta_W must be <= 1"),
+        ({"gamma": -1e-3}, ValueError, r"^gamma must be >= 0"),
+        ({"gamma_A": -1.0}, ValueError, r"^gamma_A must be >= 0"),
         ({"eps": 0.0}, ValueError, r"eps must be > 0"),
         ({"eps": -0.1}, ValueError, r"eps must be > 0"),
         ({"eps": float("nan")}, ValueError, r"eps must be finite"),
@@ -108,6 +108,11 @@ def test_bad_lengths(rnn):
         rnn(x, lengths=[3])
     with pytest.raises(TypeError, match="lengths must hold integers"):
         rnn(x, lengths=torch.tensor([2.0, 3.0]))
+    # a list is held to the same rule as a tensor: 4.7 is not truncated to 4, nor True taken for 1
+    with pytest.raises(TypeError, match="lengths must hold integers"):
+        rnn(x, lengths=[4.7, 2.2])
+    with pytest.raises(TypeError, match="lengths must hold integers"):
+        rnn(x, lengths=[True, True])
     with pytest.raises(ValueError, match="lengths needs batched input"):
         rnn(x[:, 0], lengths=[3])
 
@@ -122,6 +127,42 @@ def test_bad_dt(rnn):
         rnn(x, dt=torch.full((6,), float("nan")))
     with pytest.raises(ValueError, match="VanillaRNN is discrete-time; dt is not supported"):
         lr.VanillaRNN(3, 4)(x, dt=torch.ones(6))
+
+
+def test_dt_as_a_list_of_python_floats_takes_the_input_dtype():
+    rnn = lr.LipschitzRNN(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(rnn(x, dt=[0.5] * 5)[0], rnn(x, dt=torch.full((5,), 0.5, dtype=torch.float64))[0])
+    with pytest.raises(TypeError, match="dt has dtype torch.float32 but x is torch.float64"):
+        rnn(x, dt=torch.full((5,), 0.5))  # a tensor keeps its dtype: no silent cast
+
+
+@pytest.mark.parametrize(
+    ("model", "h0", "error", "match"),
+    [
+        ("gru", torch.full((2, 2, 6), float("nan")), ValueError, "h0 contains NaN or Inf"),
+        ("gru", torch.zeros(2, 3, 6), ValueError, r"h0 must have shape \(2, 2, 6\)"),
+        ("gru", torch.zeros(2, 2, 6, dtype=torch.float64), TypeError, "h0 has dtype torch.float64 but x is"),
+        ("lstm", torch.zeros(2, 2, 6), TypeError, r"h0 of an LSTM must be a pair \(h0, c0\)"),
+        ("lstm", (torch.zeros(2, 2, 6), torch.zeros(2, 2, 5)), ValueError, r"c0 must have shape \(2, 2, 6\)"),
+        ("lstm", (torch.zeros(2, 2, 6), torch.full((2, 2, 6), float("inf"))), ValueError, "c0 contains NaN"),
+    ],
+)
+def test_lstm_and_gru_check_their_initial_state_like_the_ode_layers(model, h0, error, match):
+    with pytest.raises(error, match=match):
+        lr.build_model(model, 3, 6, 2)(torch.randn(4, 2, 3), h0)
+
+
+def test_separate_beta_and_gamma_are_named_in_their_errors():
+    with pytest.raises(ValueError, match="^gamma_W must be finite"):
+        lr.LipschitzRNN(1, 4, gamma_W=float("nan"))
+    with pytest.raises(ValueError, match="^beta_A must be >= 0"):
+        lr.LipschitzRNN(1, 4, beta_A=-0.5)
+
+
+def test_backend_names_are_case_insensitive_auto_included():
+    assert lr.LipschitzRNN(1, 4, backend="AUTO").backend == "auto"
+    assert lr.LipschitzRNN(1, 4, backend="CPU").backend == "cpu"
 
 
 def test_empty_sequence(rnn):

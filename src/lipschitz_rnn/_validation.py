@@ -84,15 +84,14 @@ def check_dtype_matches(name: str, x: Tensor, expected: torch.dtype, what: str) 
 
 def sequence_lengths(lengths: Union[Tensor, Sequence[int]], batch: int, steps: int) -> Tensor:
     """Validate ``lengths`` (one positive int per sequence, at most ``steps``) -> int64 CPU tensor."""
-    if isinstance(lengths, Tensor):
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
-        lengths = lengths.detach().to("cpu", torch.int64)
-    else:
-        try:
-            lengths = torch.as_tensor(list(lengths), dtype=torch.int64)
+    if not isinstance(lengths, Tensor):
+        try:  # no dtype forced: a list of floats or bools must fail below, not be truncated
+            lengths = torch.as_tensor(list(lengths))
         except (TypeError, ValueError, RuntimeError):
             raise TypeError("lengths must be a 1-D tensor or sequence of ints") from None
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    lengths = lengths.detach().to("cpu", torch.int64)
     if lengths.dim() != 1 or lengths.numel() != batch:
         raise ValueError(f"lengths must have shape ({batch},), one per sequence; got {tuple(lengths.shape)}")
     if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):

@@ -83,8 +83,10 @@ class RecurrentLayer(nn.Module):
 
     @backend.setter
     def backend(self, name: str) -> None:
-        if name != "auto":
-            name = BACKENDS.canonical(name) if name in BACKENDS else name
+        if isinstance(name, str) and name.lower() == "auto":  # case-insensitive, as the registered names
+            name = "auto"
+        elif name in BACKENDS:
+            name = BACKENDS.canonical(name)
         if name not in backend_names():
             raise ValueError(f"unknown backend {name!r}; expected one of: {', '.join(backend_names())}")
         self._backend = name
@@ -163,6 +165,8 @@ class RecurrentLayer(nn.Module):
             return None
         if not self.cells[0].continuous_time:
             raise ValueError(f"{type(self).__name__} is discrete-time; dt is not supported")
+        if isinstance(dt, (list, tuple)):  # Python numbers take x's dtype, as the cell's dt does
+            dt = torch.as_tensor(dt, dtype=x.dtype)
         dt = torch.as_tensor(dt, device=x.device)
         if not dt.is_floating_point():
             dt = dt.to(x.dtype)

@@ -41,10 +41,11 @@ def symmetric_skew(M: Tensor, beta: float, gamma: float) -> Tensor:
 class SymmetricSkew(nn.Module):
     """``M ↦ S_{β,γ}(M)``: symmetric part scaled by 2(1 − β), skew part by 2β, shifted by −γ."""
 
-    def __init__(self, beta: float, gamma: float) -> None:
+    def __init__(self, beta: float, gamma: float, *, names: tuple[str, str] = ("beta", "gamma")) -> None:
         super().__init__()
-        self.beta = check_beta("beta", beta)
-        self.gamma = check_gamma("gamma", gamma)
+        # ``names``: the caller's argument names (``beta_A``, ``gamma_W``, ...), so a range error names them
+        self.beta = check_beta(names[0], beta)
+        self.gamma = check_gamma(names[1], gamma)
 
     def forward(self, M: Tensor) -> Tensor:
         return symmetric_skew(M, self.beta, self.gamma)
@@ -60,6 +61,12 @@ class SymmetricSkew(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, gamma={self.gamma}"
+
+
+def _at_least_float32(M: Tensor) -> Tensor:
+    """``M`` in float32 when it is float16/bfloat16: the solve and the matrix exponential have no half-precision
+    kernels on the CPU (and lose orthogonality in them), so the map runs in float32 and its result is cast back."""
+    return M.float() if M.dtype in (torch.float16, torch.bfloat16) else M
 
 
 class CayleyOrthogonal(nn.Module):
@@ -79,9 +86,10 @@ class CayleyOrthogonal(nn.Module):
         self.register_buffer("D", diag, persistent=False)
 
     def forward(self, M: Tensor) -> Tensor:
-        S = M - M.transpose(-2, -1)
-        eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
-        return torch.linalg.solve(eye + S, eye - S) * self.D.to(M.dtype)
+        M32 = _at_least_float32(M)
+        S = M32 - M32.transpose(-2, -1)
+        eye = torch.eye(M.shape[-1], dtype=M32.dtype, device=M.device)
+        return (torch.linalg.solve(eye + S, eye - S) * self.D.to(M32.dtype)).to(M.dtype)
 
     def free_parameters(self, n: int) -> int:
         """n(n − 1)/2: only the skew part of ``M`` reaches the result."""
@@ -92,7 +100,8 @@ class ExpOrthogonal(nn.Module):
     """``M ↦ exp(M − Mᵀ)``, the matrix exponential of a skew matrix (expRNN)."""
 
     def forward(self, M: Tensor) -> Tensor:
-        return torch.linalg.matrix_exp(M - M.transpose(-2, -1))
+        M32 = _at_least_float32(M)
+        return torch.linalg.matrix_exp(M32 - M32.transpose(-2, -1)).to(M.dtype)
 
     def free_parameters(self, n: int) -> int:
         """n(n − 1)/2: only the skew part of ``M`` reaches the result."""

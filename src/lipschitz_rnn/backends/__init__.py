@@ -19,14 +19,18 @@ the reason, and falls back. Cells no fast backend implements run on ``reference`
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol, TypeVar
 
+import torch
 from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["BACKENDS", "Backend", "resolve_backend"]
+__all__ = ["BACKENDS", "Backend", "first_order_backward", "resolve_backend"]
+
+_Backward = TypeVar("_Backward", bound=Callable)
 
 
 class Backend(Protocol):
@@ -77,6 +81,31 @@ def resolve_backend(name: str, cell, x: Tensor, step_scale: Optional[Tensor], le
     if reason is not None:
         raise ValueError(f"backend {name!r} cannot run this {type(cell).__name__}: {reason}")
     return backend
+
+
+def first_order_backward(backends: str) -> Callable[[_Backward], _Backward]:
+    """Decorates a hand-written ``backward``: it runs without building a graph, and double backward raises.
+
+    Autograd enables grad mode inside ``backward`` exactly when the caller asked for a differentiable
+    gradient (``create_graph=True``: Hessian-vector products, gradient penalties). A hand-written
+    backward cannot give one; computing it anyway would return second derivatives that silently miss
+    this function's part (``torch.autograd.function.once_differentiable`` only catches the case where
+    the incoming gradients themselves require grad).
+    """
+
+    def decorate(fn: _Backward) -> _Backward:
+        @functools.wraps(fn)
+        def backward(ctx, *grads):
+            if torch.is_grad_enabled():
+                raise RuntimeError(
+                    f"{backends}: the backward is hand-written and not differentiable, so double backward "
+                    "(create_graph=True: Hessian-vector products, gradient penalties) needs backend='reference'"
+                )
+            return fn(ctx, *grads)
+
+        return backward  # type: ignore[return-value]
+
+    return decorate
 
 
 def backend_names() -> list[str]:

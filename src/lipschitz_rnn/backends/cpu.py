@@ -104,9 +104,8 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from . import AUTO_ORDER, BACKENDS
+from . import AUTO_ORDER, BACKENDS, first_order_backward
 from .reference import alive_mask
 
 __all__ = ["CPUBackend"]
@@ -156,7 +155,7 @@ def _field_of(cell) -> _Field:
 
 def _blocks(steps: int, batch: int) -> list[tuple[int, int]]:
     """``[(t0, t1), ...]`` covering ``range(steps)`` in reverse, about ``_BLOCK_ROWS`` rows each."""
-    size = max(1, min(steps, -(-_BLOCK_ROWS // batch)))
+    size = max(1, min(steps, -(-_BLOCK_ROWS // max(batch, 1))))  # an empty batch: any block size
     return [(max(0, t1 - size), t1) for t1 in range(steps, 0, -size)]
 
 
@@ -440,10 +439,11 @@ class _ExpEulerScan(torch.autograd.Function):
     def forward(ctx, u: Tensor, h0: Tensor, stacked: Tensor, P: Tensor, alive: Optional[Tensor]):
         saved = _exp_forward(u, h0, stacked, P, alive)
         ctx.save_for_backward(stacked, P, alive, *saved)
-        return saved.states[1:], saved.states[-1].clone()
+        # copies, not views of the saved states: the caller may edit them in place, as nn.RNN's
+        return saved.states[1:].clone(), saved.states[-1].clone()
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward("backend 'cpu' (or 'cuda-bptt')")
     def backward(ctx, grad_outputs: Tensor, grad_last: Tensor):
         stacked, P, alive, *saved = ctx.saved_tensors
         grads = _exp_backward(grad_outputs.contiguous(), grad_last, stacked, P, alive, _ExpSaved(*saved))
@@ -462,11 +462,12 @@ class _ODEScan(torch.autograd.Function):
         ctx.field = field
         ctx.eps = None if isinstance(eps, Tensor) else eps
         ctx.save_for_backward(A, W, eps if isinstance(eps, Tensor) else None, *saved)
-        # h_T is returned on its own (a copy), so that its gradient arrives on its own too
-        return saved.states[1:], saved.states[-1].clone()
+        # copies, not views of the saved states: the caller may edit them in place, as nn.RNN's; h_T is
+        # returned on its own too, so that its gradient arrives on its own
+        return saved.states[1:].clone(), saved.states[-1].clone()
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward("backend 'cpu' (or 'cuda-bptt')")
     def backward(ctx, grad_outputs: Tensor, grad_last: Tensor):
         A, W, eps_tensor, *saved = ctx.saved_tensors
         eps = ctx.eps if eps_tensor is None else eps_tensor

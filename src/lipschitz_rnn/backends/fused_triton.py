@@ -52,7 +52,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import AUTO_ORDER, BACKENDS
+from . import AUTO_ORDER, BACKENDS, first_order_backward
 
 try:  # Triton ships with PyTorch's CUDA builds; without it this backend reports itself unsupported.
     import triton
@@ -493,6 +493,7 @@ class _FusedScan(torch.autograd.Function):
         return out, h_last
 
     @staticmethod
+    @first_order_backward("backend 'triton'")
     def backward(ctx, g_out, g_hlast):
         h0, A, W, scale, lengths, out, s1, s2, mid = ctx.saved_tensors
         eps, alpha, method, gated, precision, has_a = ctx.config

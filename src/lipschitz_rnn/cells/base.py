@@ -29,7 +29,14 @@ StepSize = Union[float, Tensor]
 ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry("nonlinearity")
 ACTIVATIONS.add("tanh", torch.tanh)
 ACTIVATIONS.add("relu", torch.relu)
-ACTIVATIONS.add("identity", lambda z: z, "linear")
+
+
+def _identity(z: Tensor) -> Tensor:
+    """``σ(z) = z`` (a named function, not a lambda, so that a model using it pickles)."""
+    return z
+
+
+ACTIVATIONS.add("identity", _identity, "linear")
 
 
 class StepSizeWarning(UserWarning):
@@ -166,6 +173,8 @@ class ODECell(RecurrentCell):
         Eigenvalues with ``Re λ > 0`` are unstable in continuous time already, so only modes
         with ``Re λ <= 0`` whose discrete amplification ``|R(ε λ)|`` exceeds 1 are reported.
         """
+        if linear_part.is_meta:  # a model built on the meta device has no values to check yet
+            return
         with torch.no_grad():
             lam = torch.linalg.eigvals(linear_part.detach().to("cpu", torch.float64))
         amplification = self.method.stability_function(self.eps * lam).abs()

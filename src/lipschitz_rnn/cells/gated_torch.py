@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .._validation import check_finite, check_floating, sequence_lengths
+from .._validation import check_dtype_matches, check_finite, check_floating, sequence_lengths
 from ..models import MODELS
 
 __all__ = ["GRU", "LSTM"]
@@ -31,6 +31,8 @@ class _TorchRNNMixin:
                 f"x must have shape (T, B, {self.input_size}) (or batch-first/unbatched), got {tuple(x.shape)}"
             )
         check_finite("x", x)
+        if h0 is not None:
+            self._check_initial_state(h0, x)
         if lengths is None:
             return run(x, h0)
         if x.dim() == 2:
@@ -41,6 +43,27 @@ class _TorchRNNMixin:
         out, h_n = run(packed, h0)
         out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=steps)
         return out, h_n
+
+    def _check_initial_state(self, h0: Any, x: Tensor) -> None:
+        """h0 (and the LSTM's c0) as ``nn.RNN`` wants them, or an error naming the problem, not a kernel's."""
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        batch = () if x.dim() == 2 else (x.shape[0] if self.batch_first else x.shape[1],)
+        sizes = {"h0": self.proj_size or self.hidden_size}
+        if isinstance(self, nn.LSTM):
+            if not isinstance(h0, (tuple, list)) or len(h0) != 2:
+                raise TypeError(f"h0 of an LSTM must be a pair (h0, c0) of tensors, got {type(h0).__name__}")
+            states = dict(zip(("h0", "c0"), h0))
+            sizes["c0"] = self.hidden_size
+        else:
+            states = {"h0": h0}
+        for name, state in states.items():
+            state = check_floating(name, state)
+            check_dtype_matches(name, state, x.dtype, "x")
+            expected = (layers, *batch, sizes[name])
+            if tuple(state.shape) != expected:
+                shape = tuple(state.shape)
+                raise ValueError(f"{name} must have shape {expected} (num_layers, [batch,] size), got {shape}")
+            check_finite(name, state)
 
 
 @MODELS.register("lstm")

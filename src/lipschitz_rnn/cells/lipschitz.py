@@ -48,6 +48,17 @@ from .base import ACTIVATIONS, ODECell, init_param, linear_init_
 __all__ = ["LipschitzRNN", "LipschitzRNNCell"]
 
 
+def _symmetric_skew(
+    matrix: str, beta: float, gamma: float, own_beta: Optional[float], own_gamma: Optional[float]
+) -> SymmetricSkew:
+    """``S_{β,γ}`` for A or W: its own ``beta_A``/``gamma_A`` where given (named in errors), else the shared pair."""
+    return SymmetricSkew(
+        beta if own_beta is None else own_beta,
+        gamma if own_gamma is None else own_gamma,
+        names=("beta" if own_beta is None else f"beta_{matrix}", "gamma" if own_gamma is None else f"gamma_{matrix}"),
+    )
+
+
 class LipschitzRNNCell(ODECell):
     """One step of the Lipschitz recurrent unit: ``h_next = cell(x_t, h)``.
 
@@ -92,8 +103,8 @@ class LipschitzRNNCell(ODECell):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size, eps=eps, method=method)
-        self.parametrize_A = SymmetricSkew(beta if beta_A is None else beta_A, gamma if gamma_A is None else gamma_A)
-        self.parametrize_W = SymmetricSkew(beta if beta_W is None else beta_W, gamma if gamma_W is None else gamma_W)
+        self.parametrize_A = _symmetric_skew("A", beta, gamma, beta_A, gamma_A)
+        self.parametrize_W = _symmetric_skew("W", beta, gamma, beta_W, gamma_W)
         self.init_std = check_real("init_std", init_std, low=0.0)
         self.alpha = check_real("alpha", alpha)
         self.gated = bool(gated)

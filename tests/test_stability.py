@@ -163,6 +163,45 @@ def test_bad_arguments():
         stability_report(torch.zeros(3, 3), torch.zeros(4, 4))
 
 
+A_STABLE, W_SMALL = -torch.eye(4, dtype=torch.float64), 0.1 * torch.eye(4, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        # a negative L raised the C1 margin (here to +1.1 from the true 0.9): a certificate must not pass on it
+        ({"lipschitz_constant": -1.0}, ValueError, "lipschitz_constant must be >= 0"),
+        ({"lipschitz_constant": float("nan")}, ValueError, "lipschitz_constant must be finite"),
+        ({"eps": float("inf")}, ValueError, "eps must be finite"),
+        ({"eps": 0.0}, ValueError, "eps must be > 0"),
+    ],
+)
+def test_report_arguments_are_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        stability_report(A_STABLE, W_SMALL, **kwargs)
+
+
+def test_a_tensor_eps_gives_a_plain_json_report():
+    report = stability_report(A_STABLE, W_SMALL, eps=torch.tensor(0.1))
+    assert json.loads(report.to_json())["eps"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("which", ["A", "W"])
+def test_non_finite_or_complex_matrices_are_named(which):
+    bad = {"A": A_STABLE.clone(), "W": W_SMALL.clone()}
+    bad[which][0, 1] = float("nan")
+    with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+        stability_report(bad["A"], bad["W"], eps=0.1)
+    cell = lr.LipschitzRNNCell(1, 4)
+    with torch.no_grad():
+        getattr(cell, f"M_{which}")[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=f"{which} contains NaN or Inf"):
+        spectral_numbers(cell)
+    complex_pair = {"A": A_STABLE, "W": W_SMALL, which: bad[which].nan_to_num().to(torch.complex128)}
+    with pytest.raises(TypeError, match=f"{which} must be real"):
+        stability_report(complex_pair["A"], complex_pair["W"], eps=0.1)
+
+
 def test_eigenvalue_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     r = stability_report(lr.LipschitzRNNCell(1, 16, method="midpoint"))

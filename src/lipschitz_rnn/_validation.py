@@ -23,6 +23,15 @@ def check_int(name: str, value: object, *, minimum: int = 1) -> int:
     return value
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``True``/``False`` (or 0/1), not any truthy value: the string ``"no"`` would otherwise switch an option on."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (true or false), got {value!r}")
+
+
 def check_real(
     name: str,
     value: object,

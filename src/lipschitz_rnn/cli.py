@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 __all__ = ["main"]
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .data.sources import MissingDataError
     from .train import CheckpointError, ConfigError, RunDirError, TrainingDiverged
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -108,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "analyze":
             return _analyze(args)
         return _report(args)
-    except (ConfigError, RunDirError, CheckpointError, ValueError) as exc:
+    except (ConfigError, RunDirError, CheckpointError, ValueError, MissingDataError) as exc:
         print(f"lipschitz-rnn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:
@@ -168,6 +170,9 @@ def _report(args) -> int:
         update_markdown,
     )
 
+    missing_dirs = [d for d in args.dirs if not Path(d).is_dir()]
+    if missing_dirs:  # a typo would otherwise print an empty table and succeed
+        raise ValueError(f"no such directory: {', '.join(map(str, missing_dirs))}")
     if args.against:
         return _compare(args)
     rows = load_rows(args.rows) if args.rows else []  # a bad rows file stops the report before any work

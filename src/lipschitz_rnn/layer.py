@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import (
+    check_bool,
     check_dtype_matches,
     check_finite,
     check_floating,
@@ -64,7 +65,7 @@ class RecurrentLayer(nn.Module):
         self.batch_first = bool(batch_first)
         self.dropout = check_real("dropout", dropout, low=0.0, high=1.0)
         self.backend = backend
-        self.check_inputs = bool(check_inputs)
+        self.check_inputs = check_bool("check_inputs", check_inputs)
         self.cells = nn.ModuleList(
             self.cell_class(
                 input_size if layer == 0 else hidden_size,

@@ -25,7 +25,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_real
+from .._validation import check_bool, check_real
 from ..integrators import ExplicitRK
 from ..layer import RecurrentLayer
 from ..models import MODELS
@@ -65,7 +65,7 @@ class AntisymmetricRNNCell(ODECell):
         super().__init__(input_size, hidden_size, eps=eps, method=method)
         self.parametrize_W = SymmetricSkew(beta=1.0, gamma=gamma)
         self.init_std = check_real("init_std", init_std, low=0.0)
-        self.gated = bool(gated)
+        self.gated = check_bool("gated", gated)
         factory = {"device": device, "dtype": dtype}
         N, p = hidden_size, input_size
         self.M = init_param(N, N, factory=factory)

@@ -38,7 +38,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_real
+from .._validation import check_bool, check_real
 from ..integrators import Method
 from ..layer import RecurrentLayer
 from ..models import MODELS
@@ -107,7 +107,7 @@ class LipschitzRNNCell(ODECell):
         self.parametrize_W = _symmetric_skew("W", beta, gamma, beta_W, gamma_W)
         self.init_std = check_real("init_std", init_std, low=0.0)
         self.alpha = check_real("alpha", alpha)
-        self.gated = bool(gated)
+        self.gated = check_bool("gated", gated)
         if self.gated and self.method.exponential:
             raise ValueError(
                 f"method {self.method.name!r} needs dh/dt = L h + g(h); the gated cell multiplies the whole field "

@@ -68,7 +68,8 @@ __all__ = [
     "train",
 ]
 
-#: keys a resumed run may change: they alter neither the arithmetic nor the data order
+#: keys a resumed run may change: they alter neither the arithmetic nor the data order (``train.epochs`` only
+#: where the rate does not depend on it, and never below the epochs already run: see ``resume_config``)
 RESUME_OVERRIDABLE = ("train.device", "train.epochs", "log.progress", "log.tensorboard", "log.plots", "log.stability")
 #: higher is better for accuracy; lower for bits per character and mean squared error
 HIGHER_IS_BETTER = {"accuracy": True, "bpc": False, "mse": False}
@@ -108,6 +109,9 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
         meta = check_run_dir(run_dir)
         if checkpoint_exists(run_dir / "checkpoints" / "last"):
             saved = load_checkpoint(run_dir / "checkpoints" / "last")
+            done = saved[1]["epoch"]
+            if tc.epochs < done:  # the config would claim fewer epochs than metrics.jsonl and summary.json hold
+                raise ConfigError(f"train.epochs: the run has completed {done} epochs; resume with at least {done}")
     else:
         run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
         if ctx.is_main:
@@ -115,7 +119,10 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
     main = ctx.is_main
 
     # -- data, model, optimizer ----------------------------------------------------------------
-    task = build_task(cfg.task.name, **cfg.task.options)
+    try:
+        task = build_task(cfg.task.name, **cfg.task.options)
+    except TypeError as exc:  # an option of the wrong type (task.train_subset=1.5): the config's fault
+        raise ConfigError(f"[task] {cfg.task.name!r}: {exc}") from None
     task.batch_device = ctx.device  # tasks that synthesise big inputs build them there
     metric = task.metric
     if metric not in HIGHER_IS_BETTER:
@@ -773,7 +780,16 @@ def resume_config(run_dir: Union[str, Path], overrides: Sequence[str] = ()) -> C
                 f"{section}.{key}: cannot change when resuming (only {', '.join(RESUME_OVERRIDABLE)}); "
                 "start a new run instead"
             )
-    return load_config(run_dir / "config.toml", overrides)
+    recorded = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / "config.toml", overrides)
+    if cfg.train.epochs != recorded.train.epochs and cfg.train.lr_schedule == "cosine":
+        # the cosine rate of every epoch depends on the length: the epochs already run would not be those
+        # of a run of the new length, yet config.toml would claim they were
+        raise ConfigError(
+            f"train.epochs: cannot change when resuming a run with lr_schedule = 'cosine' (the rate of every "
+            f"epoch depends on it; the run has {recorded.train.epochs}); start a new run instead"
+        )
+    return cfg
 
 
 def load_run(run_dir: Union[str, Path], checkpoint: str = "best", device: str = "auto") -> dict[str, Any]:
@@ -790,7 +806,9 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best", device: str = 
     path = run_dir / "checkpoints" / checkpoint
     if not checkpoint_exists(path):
         hint = (
-            " (a run without a validation split has no 'best'; use --checkpoint last)" if checkpoint == "best" else ""
+            " (a run has a 'best' once an epoch has been scored on a validation split; use --checkpoint last)"
+            if checkpoint == "best"
+            else ""
         )
         raise CheckpointError(f"no checkpoint at {path}{hint}")
     weights, state = load_checkpoint(path)

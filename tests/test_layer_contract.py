@@ -155,22 +155,31 @@ def test_dropout_applies_between_layers_only_in_training():
     assert not torch.allclose(c, rnn(x)[0])
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("method", ["euler", "exp_euler"])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_outputs_may_be_edited_in_place_before_backward(backend, method, batch_first):
-    # as with torch.nn.RNN: the outputs are the caller's, not views of what the backward needs
-    rnn = lr.LipschitzRNN(3, 6, method=method, backend=backend, batch_first=batch_first, dtype=torch.float64)
+def test_outputs_edited_in_place_before_backward(method, batch_first):
+    rnn = lr.LipschitzRNN(3, 6, method=method, backend="reference", batch_first=batch_first, dtype=torch.float64)
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     out, h_n = rnn(x)
     (2 * out).sum().backward()
     expected = rnn.cells[0].M_W.grad.clone()
+    # reference: the outputs are the caller's, as torch.nn.RNN's on the CPU
     rnn.zero_grad()
     out, h_n = rnn(x)
     out.mul_(2)
     h_n.add_(1)
     out.sum().backward()
     torch.testing.assert_close(rnn.cells[0].M_W.grad, expected)
+    # cpu: the outputs are the states its backward reads (no copy), so autograd refuses, as for cuDNN's RNN
+    rnn.backend = "cpu"
+    out, h_n = rnn(x)
+    h_n.add_(1)  # h_n is a copy: free to edit
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+    # inference keeps no graph: editing is free
+    with torch.no_grad():
+        rnn(x)[0].mul_(2)
 
 
 @pytest.mark.parametrize("name", OUR_LAYERS)

@@ -181,7 +181,8 @@ def _add_scaled(out: Tensor, base: Tensor, terms: list[tuple[float, Tensor]], ep
 class _Saved(NamedTuple):
     """What the forward keeps for the backward."""
 
-    states: Tensor  # (T + 1, B, N): h_0 … h_T
+    h0: Tensor  # (B, N): the initial state, as given
+    outputs: Tensor  # (T, B, N): h_1 … h_T, also the Function's output (no copy; see _ODEScan)
     stage_inputs: Tensor  # (S − 1, T, B, N): y_i for stages i ≥ 1 (y_0 is the state)
     sig: Tensor  # (S, T, B, N): σ = sigmoid(2(W y + u)), so tanh(W y + u) = 2σ − 1
     gate: Optional[Tensor]  # (S, T, B, N): g, gated cells
@@ -206,15 +207,15 @@ def _forward(u: Tensor, h0: Tensor, A: Optional[Tensor], W: Tensor, eps: StepSiz
 
     new = h0.new_empty
     saved = _Saved(
-        states=new(steps + 1, batch, N),
+        h0=h0,
+        outputs=new(steps, batch, N),
         stage_inputs=new(stages - 1, steps, batch, N),
         sig=new(stages, steps, batch, N),
         gate=new(stages, steps, batch, N) if gated else None,
         pre_gate=new(stages, steps, batch, N) if gated and linear else None,
     )
-    saved.states[0] = h0
     # per-step views, made once (indexing in the loop costs as much as a small op)
-    states = saved.states.unbind(0)
+    states = (h0, *saved.outputs.unbind(0))
     stage_inputs = [None, *(y.unbind(0) for y in saved.stage_inputs)]
     sigs = [s.unbind(0) for s in saved.sig]
     gates = [g.unbind(0) for g in saved.gate] if gated else None
@@ -247,6 +248,13 @@ def _forward(u: Tensor, h0: Tensor, A: Optional[Tensor], W: Tensor, eps: StepSiz
 
 
 # -- backward --------------------------------------------------------------------------------------
+
+
+def _states(h0: Tensor, outputs: Tensor, t0: int, t1: int) -> Tensor:
+    """``h_{t0} … h_{t1 − 1}`` (the states the steps of a block start from) as one ``(t1 − t0, B, N)`` tensor."""
+    if t0 > 0:
+        return outputs[t0 - 1 : t1 - 1]
+    return torch.cat([h0.unsqueeze(0), outputs[: t1 - 1]])  # the first block only: one block-sized copy
 
 
 def _backward(
@@ -339,7 +347,7 @@ def _backward(
                     grad_prev.add_(grad_y[i])
             grad_h = grad_prev
         # after the block: its share of dA, dW (one GEMM per stage) and of du
-        inputs = [saved.states[t0:t1], *saved.stage_inputs[:, t0:t1]]
+        inputs = [_states(saved.h0, saved.outputs, t0, t1), *saved.stage_inputs[:, t0:t1]]
         for i in range(stages):
             grad_matrix.addmm_(dcz[i, :n].reshape(n * batch, width).t(), inputs[i].reshape(n * batch, N))
         if gated:
@@ -363,16 +371,16 @@ def _block_factors(sig: Tensor, eps: StepSizes, out: Tensor) -> Tensor:
 class _ExpSaved(NamedTuple):
     """What the exponential Euler forward keeps for the backward."""
 
-    states: Tensor  # (T + 1, B, N): h_0 … h_T
+    h0: Tensor  # (B, N): the initial state, as given
+    outputs: Tensor  # (T, B, N): h_1 … h_T, also the Function's output
     activations: Tensor  # (T, B, N): s_t = tanh(W h_t + u_t)
 
 
 def _exp_forward(u: Tensor, h0: Tensor, stacked: Tensor, P: Tensor, alive: Optional[Tensor]) -> _ExpSaved:
     """``h_{t+1} = h_t Eᵀ + tanh(h_t Wᵀ + u_t) Pᵀ`` without a graph (``stacked = [E; W]``)."""
     steps, batch, N = u.shape[0], u.shape[1], P.shape[0]
-    saved = _ExpSaved(states=h0.new_empty(steps + 1, batch, N), activations=h0.new_empty(steps, batch, N))
-    saved.states[0] = h0
-    states, activations, inputs = saved.states.unbind(0), saved.activations.unbind(0), u.unbind(0)
+    saved = _ExpSaved(h0=h0, outputs=h0.new_empty(steps, batch, N), activations=h0.new_empty(steps, batch, N))
+    states, activations, inputs = (h0, *saved.outputs.unbind(0)), saved.activations.unbind(0), u.unbind(0)
     # [h Eᵀ | 2 h Wᵀ]: tanh(z) = 2 sigmoid(2z) − 1, as in the Runge–Kutta forward (CPU sigmoid is the faster;
     # module docstring)
     forward_matrix = torch.cat([stacked[:N], 2.0 * stacked[N:]]).t().contiguous()
@@ -426,7 +434,7 @@ def _exp_backward(
                 grad_prev.add_(output_grads[t - 1])
             grad_h = grad_prev
         flat = rows[:n].reshape(n * batch, 2 * N)
-        grad_stacked.addmm_(flat.t(), saved.states[t0:t1].reshape(n * batch, N))
+        grad_stacked.addmm_(flat.t(), _states(saved.h0, saved.outputs, t0, t1).reshape(n * batch, N))
         grad_P.addmm_(flat[:, :N].t(), activations.reshape(n * batch, N))
         grad_u[t0:t1] = rows[:n, :, N:]
     return grad_u, grad_h, grad_stacked, grad_P
@@ -439,8 +447,7 @@ class _ExpEulerScan(torch.autograd.Function):
     def forward(ctx, u: Tensor, h0: Tensor, stacked: Tensor, P: Tensor, alive: Optional[Tensor]):
         saved = _exp_forward(u, h0, stacked, P, alive)
         ctx.save_for_backward(stacked, P, alive, *saved)
-        # copies, not views of the saved states: the caller may edit them in place, as nn.RNN's
-        return saved.states[1:].clone(), saved.states[-1].clone()
+        return saved.outputs, saved.outputs[-1].clone()  # as _ODEScan
 
     @staticmethod
     @first_order_backward("backend 'cpu' (or 'cuda-bptt')")
@@ -462,9 +469,11 @@ class _ODEScan(torch.autograd.Function):
         ctx.field = field
         ctx.eps = None if isinstance(eps, Tensor) else eps
         ctx.save_for_backward(A, W, eps if isinstance(eps, Tensor) else None, *saved)
-        # copies, not views of the saved states: the caller may edit them in place, as nn.RNN's; h_T is
-        # returned on its own too, so that its gradient arrives on its own
-        return saved.states[1:].clone(), saved.states[-1].clone()
+        # The outputs are the saved states h_1 … h_T themselves, not a copy of T·B·N values: editing them in
+        # place before backward raises autograd's "modified by an inplace operation", as with cuDNN's RNN and
+        # the triton backend, rather than giving wrong gradients. h_T is returned on its own (a copy), so that
+        # its gradient arrives on its own.
+        return saved.outputs, saved.outputs[-1].clone()
 
     @staticmethod
     @first_order_backward("backend 'cpu' (or 'cuda-bptt')")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lipschitz_rnn.data import build_task, cifar
 from lipschitz_rnn.data.cifar import CIFAR_JPEG_SHA256, SHARED_CIFAR_JPEG, load_cifar, rms_change
-from lipschitz_rnn.data.sources import ChecksumError
+from lipschitz_rnn.data.sources import ChecksumError, CorruptDataError
 from test_data_fakes import CLASSES, make_jpeg_tarball, make_official_dir, snapshot_dir
 
 
@@ -74,6 +74,16 @@ def test_corrupted_cache_is_reported_not_rewritten(jpeg, tmp_path, monkeypatch):
     with pytest.raises(ChecksumError, match="train_x.npy.*Delete"):
         load_cifar(tmp_path, cifar_path=path, cifar_sha256=sha)
     assert snapshot_dir(tmp_path) == before
+
+
+def test_a_truncated_cache_index_is_reported_naming_it(jpeg, tmp_path, monkeypatch):
+    path, sha, _ = jpeg
+    load_cifar(tmp_path, cifar_path=path, cifar_sha256=sha)
+    meta = tmp_path / f"cifar10-jpeg-{sha[:16]}" / "meta.json"
+    meta.write_text(meta.read_text()[:40])
+    monkeypatch.setattr(cifar, "_CACHE", {})
+    with pytest.raises(CorruptDataError, match="meta.json: unreadable cache index.*Delete"):
+        load_cifar(tmp_path, cifar_path=path, cifar_sha256=sha)
 
 
 def test_a_writer_interrupted_by_another_leaves_a_whole_cache(jpeg, tmp_path, monkeypatch):

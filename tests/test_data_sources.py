@@ -88,6 +88,7 @@ def test_idx_files_claiming_to_be_mnist_are_checked_against_the_official_md5(tmp
     with pytest.raises(ChecksumError) as error:
         build_task("smnist", data_dir=tmp_path)
     assert "md5" in str(error.value) and any(md5 in str(error.value) for md5 in MNIST_IDX_MD5.values())
+    assert "lipschitz_rnn.data.fetch mnist" in str(error.value)  # how to get a good copy
     assert snapshot(tmp_path) == before
 
 
@@ -99,6 +100,23 @@ def test_truncated_idx_files_give_a_clear_error(tmp_path):
     (tmp_path / "images.gz").write_bytes(gzip.compress(raw)[:-10])
     with pytest.raises(CorruptDataError, match=r"images.gz: not a complete gzip file"):
         read_idx(tmp_path / "images.gz")
+
+
+def test_a_corrupted_deflate_stream_is_a_corrupt_data_error_naming_the_file(tmp_path):
+    raw = write_idx(tmp_path / "images", np.arange(4096).reshape(16, 16, 16) % 251)
+    packed = bytearray(gzip.compress(raw))
+    bad = []
+    for offset in range(20, len(packed) - 8, 7):  # flip bytes inside the deflate stream, one at a time
+        flipped = bytearray(packed)
+        flipped[offset] ^= 0xFF
+        (tmp_path / "images.gz").write_bytes(bytes(flipped))
+        try:
+            read_idx(tmp_path / "images.gz")
+        except CorruptDataError as error:
+            assert "images.gz" in str(error)
+        except Exception as error:  # zlib.error escaped before: no file named
+            bad.append((offset, repr(error)))
+    assert bad == []
 
 
 def test_truncated_idx_through_from_idx_names_the_file(tmp_path):
@@ -292,6 +310,35 @@ def test_malicious_pickles_are_refused_and_not_executed(tmp_path):
     # the sentinel works: an unrestricted load of the eval payload does create it
     pickle.loads(pickle.dumps(payloads[1]))
     assert sentinel.exists()
+
+
+def _int64_array_pickle(protocol: int) -> bytes:
+    data = pickle.dumps(np.arange(2, dtype=np.int64), protocol=protocol)
+    assert data.count(np.arange(2, dtype=np.int64).tobytes()) == 1
+    # the array's 16 bytes become two would-be pointers: read as objects, they would be dereferenced
+    return data.replace(np.arange(2, dtype=np.int64).tobytes(), b"\x41" * 16)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_dtype_edited_into_objects_is_refused_before_any_array_exists(protocol):
+    # 'i8' -> 'O8' with the object flags cleared: numpy would build an object array from raw bytes and
+    # crash (or worse) on reading or freeing it. The stock unpickler is never run on these bytes here.
+    data = _int64_array_pickle(protocol)
+    name = b"\x8c\x02i8" if protocol >= 4 else b"X\x02\x00\x00\x00i8"
+    assert data.count(name) == 1
+    with pytest.raises(UnsafePickleError, match="refusing dtype dtype\\('O'\\)"):
+        safe_loads(data.replace(name, name[:-2] + b"O8"))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize(("flags", "match"), [(b"?", "only plain numeric"), (b"\x08", "flags/size")])
+def test_a_dtype_whose_flags_were_edited_is_refused(protocol, flags, match):
+    # the dtype's state tuple ends in its flags (0 for int64): 63 claims "holds object references",
+    # 8 is any other edit of what numpy would set
+    data = _int64_array_pickle(protocol)
+    assert data.count(b"K\x00t") == 1
+    with pytest.raises(UnsafePickleError, match=match):
+        safe_loads(data.replace(b"K\x00t", b"K" + flags + b"t"))
 
 
 def test_other_numpy_functions_are_refused():

@@ -176,7 +176,7 @@ def load_cifar_official(directory: PathLike, *, expected_md5: Optional[Mapping[s
         path = directory / name
         if not path.is_file():
             raise MissingDataError(f"{path} is missing: {directory} is not a complete {CIFAR_OFFICIAL_DIR} directory")
-        verify_file(path, expected[name], algorithm="md5")
+        verify_file(path, expected[name], algorithm="md5", hint=f"Extract {CIFAR_OFFICIAL_DIR} again from its tarball.")
         with open(path, "rb") as handle:
             batch = safe_load(handle, encoding="latin1")
         data = np.asarray(_field(batch, "data", path), dtype=np.uint8)
@@ -240,14 +240,18 @@ def _read_jpeg_cache(cache: Path, tarball_sha256: str) -> Optional[tuple[dict[st
     meta_path = cache / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
     hint = f"Delete {cache} to rebuild the cache from the tarball."
+    try:
+        meta = json.loads(meta_path.read_text())
+        files = dict(meta["files"])
+    except (ValueError, KeyError, TypeError) as error:  # a truncated or hand-edited meta.json
+        raise CorruptDataError(f"{meta_path}: unreadable cache index ({error!r}). {hint}") from None
     if meta.get("tarball_sha256") != tarball_sha256:
         raise CorruptDataError(
             f"{meta_path}: cache of tarball {meta.get('tarball_sha256')}, expected {tarball_sha256}. {hint}"
         )
     arrays = {}
-    for name, digest in meta["files"].items():
+    for name, digest in files.items():
         verify_file(cache / f"{name}.npy", digest, hint=hint)
         arrays[name] = np.load(cache / f"{name}.npy", allow_pickle=False)
     return arrays, meta

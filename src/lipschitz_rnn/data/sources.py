@@ -21,6 +21,7 @@ import importlib.util
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -226,20 +227,21 @@ def find_idx_files(directory: PathLike) -> Optional[dict[str, Path]]:
     return found if len(found) == len(IDX_NAMES) else None
 
 
-def read_idx(path: PathLike, expected_md5: Optional[str] = None) -> np.ndarray:
+def read_idx(path: PathLike, expected_md5: Optional[str] = None, *, hint: str = "") -> np.ndarray:
     """An IDX file (plain, or gzip'd if the name ends in ``.gz``) as a uint8 array of its stated shape.
 
-    ``expected_md5`` checks the uncompressed content (the official MNIST MD5s are of that).
+    ``expected_md5`` checks the uncompressed content (the official MNIST MD5s are of that); ``hint`` ends a
+    mismatch's message (how to get the file again).
     """
     path = Path(path)
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:  # zlib.error: a corrupted deflate stream
             raise CorruptDataError(f"{path}: not a complete gzip file ({error}); it was left untouched") from None
     if expected_md5 is not None:
-        verify_bytes(raw, expected_md5, f"{path} (uncompressed content)", algorithm="md5")
+        verify_bytes(raw, expected_md5, f"{path} (uncompressed content)", algorithm="md5", hint=hint)
     if len(raw) < 4 or raw[:2] != b"\0\0":
         raise CorruptDataError(f"{path}: not an IDX file (bad magic number)")
     if raw[2] != 0x08:

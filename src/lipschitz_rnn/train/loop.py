@@ -218,26 +218,37 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             logits, hidden = _forward(ddp_model, x, hidden, task.stateful)
             loss, correct, count = loss_and_stats(logits, y, metric)
+            global_count = count
+            if ctx.distributed:
+                # DDP averages the processes' gradients; the last batch of an epoch may split unevenly (or leave
+                # a process none), so each process's mean is weighted by its share of the global batch
+                global_count = int(distributed.all_reduce_sum(torch.tensor([count], device=ctx.device), ctx))
+                share = count * ctx.world_size / global_count
+                loss_for_grad = loss * share if count else logits.sum() * 0.0  # no samples: zero gradients
+            else:
+                loss_for_grad = loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_for_grad.backward()
             if tc.clip_grad_norm:
                 grad_norm = nn.utils.clip_grad_norm_(params, tc.clip_grad_norm)
             else:
                 grad_norm = _grad_norm(params)
             # one sync per step: summed over processes, so all of them agree on divergence
-            totals = distributed.all_reduce_sum(torch.stack([loss.detach(), grad_norm, correct]).double(), ctx)
-            loss_total, norm_total, correct_total = totals.tolist()
-            if not (math.isfinite(loss_total) and math.isfinite(norm_total)):
+            local_loss_sum = loss.detach().double() * count if count else loss.new_zeros((), dtype=torch.float64)
+            stacked = torch.stack([local_loss_sum, grad_norm.double(), correct.double()])
+            loss_sum_total, norm_total, correct_total = distributed.all_reduce_sum(stacked, ctx).tolist()
+            if not (math.isfinite(loss_sum_total) and math.isfinite(norm_total)):
                 if bar is not None:
                     bar.close()
+                loss_total = loss_sum_total / max(global_count, 1)
                 raise _diverged(cfg, run_dir, log, main, epoch, step, loss_total, norm_total, history, best)
             optimizer.step()
             if average is not None:
                 average.update(model)
             global_step += 1
-            running["loss_sum"] += loss_total * count  # each process: mean over `count` samples
+            running["loss_sum"] += loss_sum_total
             running["correct"] += correct_total
-            running["count"] += count * ctx.world_size
+            running["count"] += global_count
             # the norm before clipping, the same on every process after the all-reduce of the gradients
             norm = norm_total / ctx.world_size
             running["grad_norm_sum"] += norm

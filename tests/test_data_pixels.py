@@ -144,6 +144,20 @@ def test_fraction_split_and_train_subset(idx_dir):
     assert build_task("idx", data_dir=directory).num_batches("val", 8) == 0  # default for own data: no val
 
 
+def test_reference_code_split_holds_out_the_last_3000_of_the_permutation():
+    # erichson/LipschitzRNN get_data.py@5de6b7d: lengths (n - 3000, 3000) cut by _accumulate into
+    # Subset(R[0:n - 3000]) and Subset(R[n - 3000:n]), R = RandomState(1234).permutation(n)
+    from lipschitz_rnn.data.batching import resolve_val_split
+
+    R = np.random.RandomState(1234).permutation(60000)
+    train, val, info = resolve_val_split(60000, "reference-code")
+    assert np.array_equal(train, R[:57000]) and np.array_equal(val, R[57000:])
+    assert info == {"kind": "reference-code", "seed": 1234, "train": 57000, "val": 3000,
+                    "rng": "numpy.random.RandomState(seed).permutation(n)[n - val:]"}  # fmt: skip
+    train, val, _ = resolve_val_split(60000, "reference")  # REFERENCE §4's 2,000: the first of the permutation
+    assert np.array_equal(val, R[:2000]) and np.array_equal(train, R[2000:])
+
+
 def test_idx_task_reads_plain_files_and_records_hashes(tmp_path):
     arrays = make_idx_dir(tmp_path, gz=False)
     task = build_task("idx", data_dir=tmp_path, dataset="tiny")

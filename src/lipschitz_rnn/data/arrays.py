@@ -95,9 +95,9 @@ def from_arrays(
 ) -> ArrayTask:
     """A sequence-classification task from arrays (see the module docstring for shapes).
 
-    ``val_split``: ``"none"`` (default), a fraction in (0, 1) or ``"reference"`` (2,000
-    samples), held out with ``numpy.random.RandomState(split_seed=1234)``. ``num_classes``
-    defaults to the largest label + 1.
+    ``val_split``: ``"none"`` (default), a fraction in (0, 1), ``"reference"`` (2,000 samples) or
+    ``"reference-code"`` (3,000), held out with ``numpy.random.RandomState(split_seed=1234)``
+    (:func:`~lipschitz_rnn.data.batching.resolve_val_split`). ``num_classes`` defaults to the largest label + 1.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")

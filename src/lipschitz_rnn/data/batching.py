@@ -42,6 +42,9 @@ __all__ = [
 SPLITS = ("train", "val", "test")
 REFERENCE_VAL_SIZE = 2000
 REFERENCE_SPLIT_SEED = 1234
+#: samples each named validation split holds out (``resolve_val_split`` says which)
+VAL_SPLIT_SIZES = {"reference": REFERENCE_VAL_SIZE, "reference-code": 3000}
+_VAL_SPLIT_CHOICES = ", ".join(repr(name) for name in [*VAL_SPLIT_SIZES, "none"])
 
 
 def mix_seed(*parts: Union[int, str]) -> int:
@@ -106,12 +109,18 @@ def resolve_val_split(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Training and validation indices into ``n`` training samples, and the protocol record.
 
-    ``val_split``: ``"reference"`` holds out 2,000 samples, the first 2,000 of
-    ``numpy.random.RandomState(1234).permutation(n)`` (as the reference code does);
-    a float in (0, 1) holds out that fraction (rounded) the same way; ``"none"`` holds out
-    nothing. ``None`` means ``default``. Training indices are the rest of the permutation, in
-    permutation order (so a ``train_subset`` prefix is a random subset), or ``0..n-1`` for
-    ``"none"``.
+    ``val_split``:
+
+    * ``"reference"``: 2,000 samples held out with ``numpy.random.RandomState(1234)``, as REFERENCE.md §4
+      states the reference protocol. It does not say which 2,000: here the first 2,000 of
+      ``RandomState(1234).permutation(n)``.
+    * ``"reference-code"``: the split of the authors' stored ``get_data.py`` (erichson/LipschitzRNN at
+      5de6b7d, the version the final README's commands run): the *last* 3,000 of the same permutation.
+    * a float in (0, 1): that fraction (rounded), the first of the permutation, as ``"reference"``;
+    * ``"none"``: nothing held out.
+
+    ``None`` means ``default``. Training indices are the rest of the permutation, in permutation order (so a
+    ``train_subset`` prefix is a random subset), or ``0..n-1`` for ``"none"``.
     """
     if val_split is None:
         val_split = default
@@ -122,21 +131,25 @@ def resolve_val_split(
         kind = val_split.lower()
         if kind == "none":
             return np.arange(n), np.arange(0), {"kind": "none", "train": n, "val": 0}
-        if kind != "reference":
-            raise ValueError(f"val_split must be 'reference', 'none' or a fraction in (0, 1); got {val_split!r}")
-        n_val = REFERENCE_VAL_SIZE
+        if kind not in VAL_SPLIT_SIZES:
+            raise ValueError(f"val_split must be {_VAL_SPLIT_CHOICES} or a fraction in (0, 1); got {val_split!r}")
+        n_val = VAL_SPLIT_SIZES[kind]
     elif isinstance(val_split, float) and 0.0 < val_split < 1.0:
         kind, n_val = "fraction", round(val_split * n)
     else:
-        raise ValueError(f"val_split must be 'reference', 'none' or a fraction in (0, 1); got {val_split!r}")
+        raise ValueError(f"val_split must be {_VAL_SPLIT_CHOICES} or a fraction in (0, 1); got {val_split!r}")
     if not 0 < n_val < n:
         raise ValueError(f"val_split={val_split!r} holds out {n_val} of {n} training samples; need 0 < held out < {n}")
     permutation = np.random.RandomState(seed).permutation(n)
-    info = {"kind": kind, "seed": seed, "rng": "numpy.random.RandomState(seed).permutation(n)[:val]"}
+    if kind == "reference-code":  # torch Subset(R[0:n - val]), Subset(R[n - val:n]) in the authors' get_data.py
+        train, val, held_out = permutation[: n - n_val], permutation[n - n_val :], "[n - val:]"
+    else:
+        train, val, held_out = permutation[n_val:], permutation[:n_val], "[:val]"
+    info = {"kind": kind, "seed": seed, "rng": f"numpy.random.RandomState(seed).permutation(n){held_out}"}
     if kind == "fraction":
         info["fraction"] = val_split
     info.update(train=n - n_val, val=n_val)
-    return permutation[n_val:], permutation[:n_val], info
+    return train, val, info
 
 
 def apply_train_subset(train_index: np.ndarray, train_subset: Optional[int]) -> np.ndarray:

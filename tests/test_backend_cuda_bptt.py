@@ -70,6 +70,20 @@ def test_gpu_matches_reference_at_n256(name, kwargs, variable):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("method", ["euler", "exp_euler"])
+def test_gpu_outputs_are_the_saved_states_and_double_backward_raises(method):
+    rnn = lr.LipschitzRNN(3, 16, method=method, backend="cuda-bptt", device="cuda")
+    x = torch.randn(6, 4, 3, device="cuda")
+    out, h_n = rnn(x)
+    out.mul_(2)  # the outputs are what the backward reads: autograd refuses, as for cuDNN
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+    out, h_n = rnn(x)
+    with pytest.raises(RuntimeError, match="double backward .*needs backend='reference'"):
+        torch.autograd.grad(out.sum() + h_n.sum(), rnn.cells[0].M_A, create_graph=True)
+
+
+@pytest.mark.gpu
 def test_gpu_auto_picks_cuda_bptt_where_triton_cannot_run():
     x = torch.randn(5, 2, 1, device="cuda")
     wide = lr.LipschitzRNN(1, 1024, device="cuda").cells[0]

@@ -120,12 +120,21 @@ def test_interpreter_inference_without_grad():
         torch.testing.assert_close(fast, rnn(x)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_double_backward_raises_rather_than_miss_the_kernels_part():
-    # runs in the interpreter on the CPU and compiled on a GPU: the guard is the same Python either way
-    rnn = lr.LipschitzRNN(2, 16, backend="triton", device=DEVICE)
-    out, h_n = rnn(torch.randn(5, 3, 2, device=DEVICE))
+def _double_backward_raises(device):
+    rnn = lr.LipschitzRNN(2, 16, backend="triton", device=device)
+    out, h_n = rnn(torch.randn(5, 3, 2, device=device))
     with pytest.raises(RuntimeError, match="double backward .*needs backend='reference'"):
         torch.autograd.grad(out.sum() + h_n.sum(), rnn.cells[0].M_A, create_graph=True)
+
+
+@pytest.mark.skipif(CUDA, reason="the compiled kernels are tested on the GPU")
+def test_interpreter_double_backward_raises_rather_than_miss_the_kernels_part():
+    _double_backward_raises("cpu")
+
+
+@pytest.mark.gpu
+def test_gpu_double_backward_raises_rather_than_miss_the_kernels_part():
+    _double_backward_raises("cuda")
 
 
 def _stream_from_global_memory(monkeypatch, N, block):

@@ -58,6 +58,47 @@ def test_bad_input_is_refused_before_any_work(two_runs, tmp_path, capsys):
         analyze_runs(two_runs)
 
 
+SMALL = ["--samples", "32", "--draws", "1", "--eval-samples", "16", "--batch-size", "16"]
+
+
+def test_an_existing_analysis_is_kept_unless_overwrite(two_runs, tmp_path, capsys):
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(two_runs[0]), "--out", str(out), "--parts", "perturbation", *SMALL]) == 0
+    first = (out / "toy_lipschitz-seed0.json").read_text()
+    # a second part into the same folder would have replaced the first: refused before any work
+    assert main(["analyze", str(two_runs[0]), "--out", str(out), "--parts", "stability", *SMALL]) == 2
+    assert "toy_lipschitz-seed0.json exists" in capsys.readouterr().err
+    assert (out / "toy_lipschitz-seed0.json").read_text() == first
+    assert main(["analyze", str(two_runs[0]), "--out", str(out), "--parts", "stability", "--overwrite", *SMALL]) == 0
+    assert "perturbation" not in json.loads((out / "toy_lipschitz-seed0.json").read_text())
+
+
+def test_two_runs_with_one_label_are_refused(two_runs, tmp_path, capsys):
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(two_runs[0]), str(two_runs[0]), "--out", str(out), *SMALL]) == 2
+    assert "two runs share the label 'toy_lipschitz-seed0'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--parts", ","], "parts is empty"),
+        (["--parts", "hessian,perturbation", "--draws", "0"], "draws must be"),
+        (["--parts", "hessian", "--density-steps", "0"], "density_steps must be"),
+        (["--parts", "hessian", "--num-probes", "1"], "num_probes must be"),
+    ],
+)
+def test_every_option_is_checked_before_any_part_runs(two_runs, tmp_path, capsys, monkeypatch, options, message):
+    import lipschitz_rnn.analysis.report as report
+
+    monkeypatch.setattr(report, "fixed_batches", lambda *a, **k: pytest.fail("work started before the checks"))
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(two_runs[0]), "--out", str(out), "--samples", "32", *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(out.glob("*.json"))
+
+
 def test_the_default_parts_are_every_part_run_analysis_knows():
     from lipschitz_rnn.analysis.report import PARTS
     from lipschitz_rnn.cli import _parser

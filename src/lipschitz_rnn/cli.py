@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--density-steps", type=int, default=48, help="Lanczos steps per density run (48)")
     analyze.add_argument("--input-samples", type=int, default=128, help="samples for the input Hessian (128)")
     analyze.add_argument("--batch-size", type=int, default=256, help="batch size of every pass over data (256)")
+    analyze.add_argument(
+        "--overwrite", action="store_true", help="replace an existing <experiment>-seed<seed>.json in the output"
+    )
     return parser
 
 
@@ -170,7 +173,7 @@ def _report(args) -> int:
         update_markdown,
     )
 
-    missing_dirs = [d for d in args.dirs if not Path(d).is_dir()]
+    missing_dirs = [d for d in [*args.dirs, *([args.against] if args.against else [])] if not Path(d).is_dir()]
     if missing_dirs:  # a typo would otherwise print an empty table and succeed
         raise ValueError(f"no such directory: {', '.join(map(str, missing_dirs))}")
     if args.against:
@@ -246,5 +249,6 @@ def _analyze(args) -> int:
         density_steps=args.density_steps,
         input_samples=args.input_samples,
         batch_size=args.batch_size,
+        overwrite=args.overwrite,
     )
     return 0

@@ -109,8 +109,19 @@ def run_analysis(
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"parts has unknown entries {sorted(unknown)}; expected some of {', '.join(PARTS)}")
+    if not parts:
+        raise ValueError(f"parts is empty; expected some of {', '.join(PARTS)}")
     samples = check_count("samples", samples)
     input_samples = check_count("input_samples", input_samples)
+    # every part's options before any part runs: a bad one must not cost a finished Hessian
+    lanczos_steps = check_count("lanczos_steps", lanczos_steps)
+    num_probes = check_count("num_probes", num_probes, minimum=2)
+    density_runs = check_count("density_runs", density_runs)
+    density_steps = check_count("density_steps", density_steps)
+    draws = check_count("draws", draws)
+    batch_size = check_count("batch_size", batch_size)
+    if eval_samples is not None:
+        eval_samples = check_count("eval_samples", eval_samples)
     say = log if log is not None else (lambda line: None)
     device, dtype = model_device_dtype(model)
 

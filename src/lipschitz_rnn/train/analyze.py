@@ -30,12 +30,16 @@ def analyze_runs(
     checkpoint: str = "best",
     device: str = "auto",
     log: Optional[Callable[[str], None]] = print,
+    overwrite: bool = False,
     **analysis_options: Any,
 ) -> dict[str, dict[str, Any]]:
     """Analyse each run; returns ``{label: result}`` and writes JSON (and plots) into ``out_dir``.
 
     ``out_dir`` defaults to ``<run_dir>/analysis`` for a single run and is required for several.
     ``analysis_options`` go to ``run_analysis`` (``samples``, ``seed``, ``parts``, ``draws``, ...).
+    Each run's JSON is ``<experiment>-seed<seed>.json``: an existing one is kept (``ValueError`` before any
+    work) unless ``overwrite``, so parts analysed separately go to separate output directories, which
+    ``lipschitz-rnn report`` merges; two runs with one label in one call are refused the same way.
     """
     from ..analysis import run_analysis
 
@@ -47,11 +51,21 @@ def analyze_runs(
         out_dir = Path(run_dirs[0]) / "analysis"
     out_dir = Path(out_dir)
     runs = [load_run(run_dir, checkpoint, device) for run_dir in run_dirs]  # every check before any work
+    labels = [f"{run['cfg'].experiment.name}-seed{run['cfg'].train.seed}" for run in runs]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise ValueError(
+                f"two runs share the label {label!r} (experiment and seed): analyse them into separate --out"
+            )
+        if (out_dir / f"{label}.json").exists() and not overwrite:
+            raise ValueError(
+                f"{out_dir / f'{label}.json'} exists (an earlier analysis); pass another --out (report merges the "
+                "parts of several), or --overwrite"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
-    for run_dir, run in zip(run_dirs, runs):
+    for run_dir, run, label in zip(run_dirs, runs, labels):
         cfg = run["cfg"]
-        label = f"{cfg.experiment.name}-seed{cfg.train.seed}"
         if log:
             log(f"analyze {label} ({checkpoint} checkpoint, epoch {run['state']['epoch']}) from {run_dir}")
         start = time.perf_counter()

@@ -118,6 +118,38 @@ def test_report_keeps_the_prose_around_its_tables(runs, tmp_path, capsys):
     assert text.count("| smnist_lipschitz_euler_n128 |") == 1
 
 
+@pytest.mark.parametrize(
+    "markers",
+    [
+        ["begin"],  # the end marker lost: replacing up to a new one would delete the prose between
+        ["end", "begin"],
+        ["begin", "end", "begin", "end"],  # a second copy would silently stay stale
+    ],
+)
+def test_report_refuses_markers_it_cannot_replace_safely(runs, tmp_path, capsys, markers):
+    from lipschitz_rnn.train.report import TABLE_BEGIN, TABLE_END
+
+    marker = {"begin": TABLE_BEGIN.format(name="results"), "end": TABLE_END.format(name="results")}
+    out_md = tmp_path / "RESULTS.md"
+    out_md.write_text("# Results\n\n" + "\nProse that must survive.\n".join(marker[m] for m in markers) + "\nEnd.\n")
+    before = out_md.read_text()
+    assert main(["report", str(runs), "--markdown", str(out_md)]) == 2
+    assert "must appear once each, begin before end" in capsys.readouterr().err
+    assert out_md.read_text() == before
+
+
+def test_against_a_missing_directory_is_an_error(runs, tmp_path, capsys):
+    assert main(["report", str(runs), "--against", str(tmp_path / "typo")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_a_corrupt_summary_is_named(runs, tmp_path, capsys):
+    summary = next(runs.rglob("summary.json"))
+    summary.write_text(summary.read_text()[:30])
+    assert main(["report", str(runs)]) == 2
+    assert f"{summary}: not valid JSON" in capsys.readouterr().err
+
+
 ROWS = """
 [[row]]
 label = "mine first"
@@ -173,6 +205,8 @@ def test_without_rows_the_records_have_no_row_key(runs, tmp_path):
         ("[[row]]\nlabel = 'a'\nexperiment = ''", "row 1 must have exactly"),
         ("[[row]]\nlabel = 'a'\nexperiment = 'x'\nseeds = 3", "row 1 must have exactly"),
         ("[[row]]\nlabel = 'a'\nexperiment = 'x'\n[[row]]\nlabel = 'a'\nexperiment = 'y'", "row 2 repeats the label"),
+        ("[[row]]\nlabel = 'a'\nexperiment = 'x'\n[[row]]\nlabel = 'b'\nexperiment = 'x'", "repeats the experiment"),
+        ("row = [1, 2]", "row 1 must be a table"),
     ],
 )
 def test_a_bad_rows_file_is_refused_naming_the_problem(runs, tmp_path, capsys, text, message):

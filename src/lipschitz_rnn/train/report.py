@@ -97,9 +97,15 @@ def _reported_test(summary: dict[str, Any]) -> Optional[float]:
 
 
 def _load(run: Path) -> dict[str, Any]:
-    meta = read_json(run / "meta.json")
+    def named(path: Path) -> Any:
+        try:
+            return read_json(path)
+        except ValueError as exc:  # a truncated or hand-edited file: say which
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+    meta = named(run / "meta.json")
     cfg = load_config(run / "config.toml")
-    summary = read_json(run / "summary.json") if (run / "summary.json").is_file() else {"status": "incomplete"}
+    summary = named(run / "summary.json") if (run / "summary.json").is_file() else {"status": "incomplete"}
     return {"dir": run, "meta": meta, "cfg": cfg, "summary": summary}
 
 
@@ -391,15 +397,19 @@ def load_rows(path: Union[str, Path]) -> list[dict[str, str]]:
     rows = raw.get("row")
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"rows file {path} has no [[row]] tables")
-    out, seen = [], set()
+    out: list[dict[str, str]] = []
+    seen: dict[str, set[str]] = {"label": set(), "experiment": set()}
     for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"rows file {path}: row {i} must be a table ([[row]]), got {row!r}")
         if set(row) != {"label", "experiment"} or not all(isinstance(v, str) and v for v in row.values()):
             raise ValueError(
                 f"rows file {path}: row {i} must have exactly a non-empty 'label' and 'experiment', got {row}"
             )
-        if row["label"] in seen:
-            raise ValueError(f"rows file {path}: row {i} repeats the label {row['label']!r}")
-        seen.add(row["label"])
+        for key in ("label", "experiment"):  # one experiment stands for one row: summary.json has one label each
+            if row[key] in seen[key]:
+                raise ValueError(f"rows file {path}: row {i} repeats the {key} {row[key]!r}")
+            seen[key].add(row[key])
         out.append({"label": row["label"], "experiment": row["experiment"]})
     return out
 
@@ -591,9 +601,15 @@ def update_markdown(path: Union[str, Path], tables: dict[str, str]) -> str:
             continue
         begin, end = TABLE_BEGIN.format(name=name), TABLE_END.format(name=name)
         block = f"{begin}\n{table}{end}"
-        if begin in text and end in text:
+        counts = (text.count(begin), text.count(end))
+        if counts == (1, 1) and text.index(begin) < text.index(end):
             head, rest = text.split(begin, 1)
             text = head + block + rest.split(end, 1)[1]
-        else:
+        elif counts == (0, 0):
             text = (text.rstrip("\n") + "\n\n" if text else "") + block + "\n"
+        else:  # a lone, repeated or misordered marker: replacing would guess where the table ends, and lose prose
+            raise ValueError(
+                f"{path}: the markers of table {name!r} must appear once each, begin before end (found {counts[0]} "
+                f"'{begin}' and {counts[1]} '{end}'); mend them by hand"
+            )
     return text

@@ -107,6 +107,28 @@ def test_a_failed_run_leaves_without_waiting(tmp_path, monkeypatch, process_grou
     assert process_group_calls == ["destroy"]
 
 
+@pytest.mark.parametrize(("key", "value"), [("batch_size", 15), ("eval_batch_size", 33)])
+def test_global_batches_that_two_processes_cannot_split_are_refused_before_anything_is_written(
+    tmp_path, process_group_calls, key, value
+):
+    from lipschitz_rnn.train import loop
+
+    out = tmp_path / "run"
+    with pytest.raises(loop.ConfigError, match=f"train.{key}: {value} is not divisible by the 2 processes"):
+        loop.train(loop.load_config(write_config(tmp_path), [f"train.{key}={value}"]), out)
+    assert not out.exists()
+
+
+def test_each_process_draws_its_own_dropout_masks_as_a_function_of_the_step():
+    from lipschitz_rnn.train.loop import process_step_seed
+
+    seeds = {(rank, step): process_step_seed(0, step, rank) for rank in range(4) for step in range(50)}
+    assert len(set(seeds.values())) == len(seeds)  # no two processes or steps share a stream
+    assert process_step_seed(0, 7, 1) == process_step_seed(0, 7, 1)  # the same again on resume
+    assert process_step_seed(1, 7, 1) != process_step_seed(0, 7, 1)
+    assert all(0 <= seed < 2**63 for seed in seeds.values())
+
+
 def test_setup_imports_dynamo_before_joining_the_group(monkeypatch):
     # torch._dynamo imported after the group exists (DistributedDataParallel imports it) would
     # hold the group past destroy_process_group(); the CUDA branch runs here without a GPU

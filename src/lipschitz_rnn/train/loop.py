@@ -20,6 +20,7 @@ last good ones. Under torchrun every process runs this same loop on its slice of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -99,8 +100,9 @@ def train(cfg: Config, run_dir: Optional[Union[str, Path]] = None, *, resume: bo
 def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context) -> dict:
     tc = cfg.train
     check_registries(cfg)
-    if tc.batch_size % ctx.world_size:
-        raise ConfigError(f"train.batch_size: {tc.batch_size} is not divisible by the {ctx.world_size} processes")
+    for key in ("batch_size", "eval_batch_size"):  # both are global batches, split evenly over the processes
+        if getattr(tc, key) % ctx.world_size:
+            raise ConfigError(f"train.{key}: {getattr(tc, key)} is not divisible by the {ctx.world_size} processes")
 
     # -- where the run lives; every check passes before anything is written ------------------
     saved = None
@@ -216,6 +218,8 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
                 lr = learning_rate(cfg, epoch, global_step)
                 _set_lr(optimizer, lr)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            if ctx.distributed:  # dropout: each process its own masks, a function of the step (so resume is exact)
+                torch.manual_seed(process_step_seed(tc.seed, global_step, ctx.rank))
             logits, hidden = _forward(ddp_model, x, hidden, task.stateful)
             loss, correct, count = loss_and_stats(logits, y, metric)
             global_count = count
@@ -738,6 +742,17 @@ def _summary_lines(summary: dict[str, Any], run_dir: Path) -> str:
 
 
 # -- RNG ---------------------------------------------------------------------------------------------
+
+
+def process_step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of one process at one optimizer step of a data-parallel run.
+
+    Every process starts from the run's seed (identical initial weights), so without this the processes would
+    draw identical dropout masks for their different samples. A pure function of (seed, step, rank), so a
+    resumed run draws what the uninterrupted one drew; one process keeps the run's single RNG stream.
+    """
+    digest = hashlib.sha256(f"lipschitz-rnn/dropout/{seed}/{step}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def seed_everything(seed: int) -> None:

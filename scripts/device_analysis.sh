@@ -3,8 +3,9 @@
 # models, one process per model and part, spread over the GPUs (run beside the training
 # queue, under its MPS daemon when there is one). Waits for a run still training.
 #   TIME_LIMIT=520 bash scripts/device_analysis.sh
-# Results: runs/analysis-smnist/{hessian,perturbation}/<experiment>/<experiment>-seed0.json; the combined
-# plots are redrawn from those files with `lipschitz-rnn analyze --replot DIR`.
+# Results: runs/analysis-smnist/{hessian,perturbation}/<experiment>/<experiment>-seed0.json, with each folder's
+# plots; `lipschitz-rnn report` over them merges the parts into the robustness table. A part whose JSON exists
+# is not computed again (analyze refuses to overwrite it: exit 2, in that part's log).
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1 LIPSCHITZ_RNN_DATA=${LIPSCHITZ_RNN_DATA:-data}
 deadline=$((SECONDS + ${TIME_LIMIT:-520}))

@@ -52,7 +52,7 @@ def skew_cell(n=16, norm=20.0, gamma=0.5, eps=0.3, method="exp_euler", seed=0):
 
 def test_the_step_matrices_check_their_arguments():
     method = lr.get_method("exp_euler")
-    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+    with pytest.raises(ValueError, match="eps must be > 0"):
         method.step_matrices(-torch.eye(3, dtype=torch.float64), -1.0)  # would give e^{-L}: backwards in time
     with pytest.raises(ValueError, match=r"L must be a square matrix, got shape \(3, 4\)"):
         method.step_matrices(torch.zeros(3, 4, dtype=torch.float64), 0.1)

@@ -91,6 +91,17 @@ def check_dtype_matches(name: str, x: Tensor, expected: torch.dtype, what: str) 
         )
 
 
+def check_state(name: str, state: object, expected: tuple[int, ...], x: Tensor, *, finite: bool = True) -> Tensor:
+    """An initial state (``h0``, the LSTM's ``c0``) of ``x``'s dtype and the ``expected`` shape, finite."""
+    state = check_floating(name, state)
+    check_dtype_matches(name, state, x.dtype, "x")
+    if tuple(state.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected} (num_layers, [batch,] size), got {tuple(state.shape)}")
+    if finite:
+        check_finite(name, state)
+    return state
+
+
 def sequence_lengths(lengths: Union[Tensor, Sequence[int]], batch: int, steps: int) -> Tensor:
     """Validate ``lengths`` (one positive int per sequence, at most ``steps``) -> int64 CPU tensor."""
     if not isinstance(lengths, Tensor):

@@ -31,6 +31,7 @@ from typing import Callable, ClassVar, Sequence, Union
 import torch
 from torch import Tensor
 
+from ._validation import check_eps
 from .registry import Registry
 
 __all__ = ["METHODS", "ExplicitRK", "ExponentialEuler", "Method", "get_method"]
@@ -141,8 +142,7 @@ class ExponentialEuler:
         """
         if L.dim() != 2 or L.shape[0] != L.shape[1]:
             raise ValueError(f"L must be a square matrix, got shape {tuple(L.shape)}")
-        if not (isinstance(eps, (int, float)) and 0 < eps < math.inf):
-            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        eps = check_eps("eps", eps)
         n = L.shape[-1]
         Z = eps * L
         with torch.no_grad():

@@ -26,6 +26,7 @@ from ._validation import (
     check_floating,
     check_int,
     check_real,
+    check_state,
     sequence_lengths,
 )
 from .backends import BACKENDS, backend_names, resolve_backend
@@ -151,13 +152,8 @@ class RecurrentLayer(nn.Module):
         batch = x.shape[1]
         if h0 is None:
             return x.new_zeros(self.num_layers, batch, self.state_size)
-        h0 = check_floating("h0", h0)
-        check_dtype_matches("h0", h0, x.dtype, "x")
         expected = (self.num_layers, self.state_size) if unbatched else (self.num_layers, batch, self.state_size)
-        if tuple(h0.shape) != expected:
-            raise ValueError(f"h0 must have shape {expected} (num_layers, [batch,] state_size), got {tuple(h0.shape)}")
-        if self.check_inputs:
-            check_finite("h0", h0)
+        h0 = check_state("h0", h0, expected, x, finite=self.check_inputs)
         return h0.unsqueeze(1) if unbatched else h0
 
     def _step_scale(self, dt: Optional[Tensor], x: Tensor, unbatched: bool) -> Optional[Tensor]:

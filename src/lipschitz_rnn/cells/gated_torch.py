@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .._validation import check_dtype_matches, check_finite, check_floating, sequence_lengths
+from .._validation import check_finite, check_floating, check_state, sequence_lengths
 from ..models import MODELS
 
 __all__ = ["GRU", "LSTM"]
@@ -57,13 +57,7 @@ class _TorchRNNMixin:
         else:
             states = {"h0": h0}
         for name, state in states.items():
-            state = check_floating(name, state)
-            check_dtype_matches(name, state, x.dtype, "x")
-            expected = (layers, *batch, sizes[name])
-            if tuple(state.shape) != expected:
-                shape = tuple(state.shape)
-                raise ValueError(f"{name} must have shape {expected} (num_layers, [batch,] size), got {shape}")
-            check_finite(name, state)
+            check_state(name, state, (layers, *batch, sizes[name]), x)
 
 
 @MODELS.register("lstm")

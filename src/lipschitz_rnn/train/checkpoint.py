@@ -90,8 +90,12 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
 
 
 def read_json(path: PathLike) -> Any:
+    """The JSON value in ``path``; a file that does not parse raises ``ValueError`` naming it."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as exc:  # a truncated or hand-edited file: say which
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
 # -- run directory -----------------------------------------------------------------------------

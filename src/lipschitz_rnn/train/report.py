@@ -97,15 +97,9 @@ def _reported_test(summary: dict[str, Any]) -> Optional[float]:
 
 
 def _load(run: Path) -> dict[str, Any]:
-    def named(path: Path) -> Any:
-        try:
-            return read_json(path)
-        except ValueError as exc:  # a truncated or hand-edited file: say which
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-
-    meta = named(run / "meta.json")
+    meta = read_json(run / "meta.json")
     cfg = load_config(run / "config.toml")
-    summary = named(run / "summary.json") if (run / "summary.json").is_file() else {"status": "incomplete"}
+    summary = read_json(run / "summary.json") if (run / "summary.json").is_file() else {"status": "incomplete"}
     return {"dir": run, "meta": meta, "cfg": cfg, "summary": summary}
 
 

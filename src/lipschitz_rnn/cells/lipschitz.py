@@ -223,6 +223,16 @@ class LipschitzRNN(RecurrentLayer):
         >>> out, h_n = rnn(torch.randn(4, 50, 3), lengths=[50, 20, 7, 1])
         >>> out.shape, h_n.shape
         (torch.Size([4, 50, 32]), torch.Size([2, 4, 32]))
+
+    ``x`` may be a ``torch.nn.utils.rnn.PackedSequence``, as for ``nn.RNN``: ``output`` is then
+    packed like ``x``, and ``h0``/``h_n`` are in the original batch order (``batch_first``
+    does not apply; see :mod:`lipschitz_rnn.layer`):
+
+        >>> from torch.nn.utils.rnn import pack_padded_sequence
+        >>> packed = pack_padded_sequence(torch.randn(4, 50, 3), [20, 50, 1, 7], batch_first=True, enforce_sorted=False)
+        >>> out, h_n = rnn(packed)
+        >>> out.data.shape, h_n.shape
+        (torch.Size([78, 32]), torch.Size([2, 4, 32]))
     """
 
     cell_class = LipschitzRNNCell

@@ -167,6 +167,67 @@ def test_gated_must_be_a_bool_not_any_truthy_value(model):
     assert lr.build_model(model, 1, 4, gated=0).cells[0].gated is False
 
 
+def _bools():
+    """(value, expected) pairs check_bool accepts; NumPy's are built lazily, so collection works without it."""
+    np = pytest.importorskip("numpy")
+    return [
+        (True, True),
+        (False, False),
+        (1, True),
+        (0, False),
+        (np.True_, True),
+        (np.False_, False),
+        (np.bool_(1), True),
+        (np.array(True), True),  # 0-d bool array
+        (np.array([True])[0], True),  # an element of a bool array is a numpy.bool_
+        (torch.tensor(True), True),  # 0-d bool tensor
+        (torch.tensor(False), False),
+    ]
+
+
+def test_check_bool_accepts_python_numpy_and_0d_torch_bools():
+    from lipschitz_rnn._validation import check_bool
+
+    for value, expected in _bools():
+        result = check_bool("flag", value)
+        assert result is expected, value  # a Python bool, whatever came in
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda np: "no",
+        lambda np: "True",
+        lambda np: 2,
+        lambda np: -1,
+        lambda np: 1.0,
+        lambda np: None,
+        lambda np: np.int64(1),  # NumPy ints are ints, not bools (Python ints 0/1 stay accepted as before)
+        lambda np: np.float64(0.0),
+        lambda np: np.str_("yes"),
+        lambda np: np.array([True]),  # not 0-d
+        lambda np: np.array(1),  # 0-d, but not bool
+        lambda np: torch.tensor(1),
+        lambda np: torch.tensor([True]),
+        lambda np: torch.tensor(True, device="meta"),  # no value to read
+    ],
+)
+def test_check_bool_refuses_strings_other_ints_and_non_bool_arrays(make):
+    from lipschitz_rnn._validation import check_bool
+
+    np = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match="^flag must be a bool"):
+        check_bool("flag", make(np))
+
+
+@pytest.mark.parametrize("model", ["lipschitz", "antisymmetric"])
+def test_gated_takes_a_numpy_bool(model):
+    np = pytest.importorskip("numpy")
+    assert lr.build_model(model, 1, 4, gated=np.True_).cells[0].gated is True
+    assert lr.build_model(model, 1, 4, gated=np.False_).cells[0].gated is False
+    assert lr.LipschitzRNN(1, 4, check_inputs=np.False_).check_inputs is False
+
+
 def test_backend_names_are_case_insensitive_auto_included():
     assert lr.LipschitzRNN(1, 4, backend="AUTO").backend == "auto"
     assert lr.LipschitzRNN(1, 4, backend="CPU").backend == "cpu"

@@ -7,6 +7,7 @@ names the argument and what was expected.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional, Sequence, Union
 
 import torch
@@ -24,11 +25,24 @@ def check_int(name: str, value: object, *, minimum: int = 1) -> int:
 
 
 def check_bool(name: str, value: object) -> bool:
-    """``True``/``False`` (or 0/1), not any truthy value: the string ``"no"`` would otherwise switch an option on."""
+    """``True``/``False`` (or 0/1), not any truthy value: the string ``"no"`` would otherwise switch an option on.
+
+    NumPy's bools (``numpy.True_``, a 0-d bool array) and a 0-d ``torch.bool`` tensor count as bools, as a
+    one-element tensor counts as a number for :func:`check_real`. Strings, floats, ints other than 0 and 1,
+    NumPy ints, tensors of other dtypes or shapes, and meta tensors (no value to read) are refused.
+    """
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
+    numpy = sys.modules.get("numpy")  # a NumPy bool exists only once NumPy is imported: never import it here
+    if numpy is not None and (
+        isinstance(value, numpy.bool_)
+        or (isinstance(value, numpy.ndarray) and value.shape == () and value.dtype == numpy.bool_)
+    ):
+        return bool(value)
+    if isinstance(value, Tensor) and value.dtype == torch.bool and value.dim() == 0 and not value.is_meta:
+        return bool(value.item())
     raise TypeError(f"{name} must be a bool (true or false), got {value!r}")
 
 

@@ -153,6 +153,32 @@ def test_lstm_and_gru_check_their_initial_state_like_the_ode_layers(model, h0, e
         lr.build_model(model, 3, 6, 2)(torch.randn(4, 2, 3), h0)
 
 
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+@pytest.mark.parametrize("backend", ["cpu", "reference", "triton", "cuda-bptt", "cudnn"])
+def test_lstm_and_gru_refuse_a_recurrence_backend_naming_the_option_and_the_model(model, backend):
+    # PyTorch runs them (cuDNN on a GPU): torch's own error ("RNNBase.__init__() got an unexpected keyword
+    # argument 'backend'") named neither the model nor what to do
+    with pytest.raises(ValueError, match=rf"^backend='{backend}': the '{model}' model .* leave backend out or pass"):
+        lr.build_model(model, 1, 8, backend=backend)
+    with pytest.raises(TypeError, match=f"^backend must be a str \\('auto' for the '{model}' model\\)"):
+        lr.build_model(model, 1, 8, backend=None)
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru", *sorted(set(lr.model_names()) - {"lstm", "gru"})])
+def test_every_registered_model_builds_with_backend_auto(model):
+    # so generic code may pass backend="auto" to build_model whatever the model
+    rnn = lr.build_model(model, 1, 8, backend="auto")
+    assert rnn.backend == "auto" and lr.build_model(model, 1, 8, backend="AUTO").backend == "auto"
+    assert rnn(torch.randn(5, 2, 1))[0].shape == (5, 2, 8)
+
+
+def test_lstm_backend_cannot_be_set_to_another_afterwards():
+    rnn = lr.build_model("lstm", 1, 8)
+    rnn.backend = "auto"
+    with pytest.raises(ValueError, match="the 'lstm' model"):
+        rnn.backend = "cpu"
+
+
 def test_separate_beta_and_gamma_are_named_in_their_errors():
     with pytest.raises(ValueError, match="^gamma_W must be finite"):
         lr.LipschitzRNN(1, 4, gamma_W=float("nan"))

@@ -1,12 +1,17 @@
 """LSTM and GRU: thin wrappers over PyTorch's (cuDNN on a GPU), built and called like every model here.
 
-    LSTM(input_size, hidden_size, num_layers=1, *, batch_first=False, **torch_kwargs)
+    LSTM(input_size, hidden_size, num_layers=1, *, batch_first=False, backend="auto", **torch_kwargs)
     output, h_n = rnn(x, h0=None, *, lengths=None)      # h_n = (h, c) for the LSTM
 
 ``lengths`` packs the batch with ``pack_padded_sequence``, so the outputs are zero past
 each sequence's end and ``h_n`` is taken at its last step. A ``PackedSequence`` ``x`` goes
 to PyTorch's module as it is (a packed ``output``, ``h0`` and ``h_n`` in the original batch
 order); with it, ``lengths`` is an error. These are discrete-time models: ``dt`` is rejected.
+
+``backend`` is taken so that ``build_model(name, p, N, backend="auto")`` builds every
+registered model, but PyTorch picks the kernels here (cuDNN on a GPU, its own loop on the
+CPU): ``"auto"`` is the only value, and any other (``"cpu"``, ``"triton"``, ...) raises a
+``ValueError`` naming the model, instead of torch's "unexpected keyword argument".
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ __all__ = ["GRU", "LSTM"]
 
 
 class _TorchRNNMixin:
+    @property
+    def backend(self) -> str:
+        """Always ``"auto"``: PyTorch chooses the kernels (cuDNN on a GPU); see :func:`_check_backend`."""
+        return "auto"
+
+    @backend.setter
+    def backend(self, name: object) -> None:
+        _check_backend(type(self), name)
+
     def _run(
         self, run, x: Union[Tensor, PackedSequence], h0, lengths: Optional[Union[Tensor, Sequence[int]]], dt
     ) -> tuple[Union[Tensor, PackedSequence], Any]:
@@ -89,11 +103,34 @@ class _TorchRNNMixin:
             check_state(name, state, (layers, *batch_dims, sizes[name]), x)
 
 
+def _check_backend(cls: type, backend: object) -> None:
+    """Refuse a recurrence backend other than ``"auto"`` for a wrapper of ``torch.nn.LSTM``/``GRU``."""
+    name = cls.__name__.lower()
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str ('auto' for the {name!r} model), got {type(backend).__name__}")
+    if backend.lower() != "auto":
+        raise ValueError(
+            f"backend={backend!r}: the {name!r} model ({cls.__name__}) runs on PyTorch's own nn.{cls.__name__} "
+            "(cuDNN on a GPU) and has none of lipschitz_rnn's recurrence backends; leave backend out or pass "
+            "backend='auto' (the backends are for the ODE layers: lipschitz, antisymmetric, vanilla, ...)"
+        )
+
+
 @MODELS.register("lstm")
 class LSTM(_TorchRNNMixin, nn.LSTM):
-    """``torch.nn.LSTM`` with keyword-only options and ``lengths`` (or a packed x); ``h_n`` is ``(h, c)``."""
+    """``torch.nn.LSTM`` with keyword-only options and ``lengths`` (or a packed x); ``h_n`` is ``(h, c)``; ``backend="auto"`` only."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, batch_first: bool = False, **kwargs):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        batch_first: bool = False,
+        backend: str = "auto",
+        **kwargs,
+    ):
+        _check_backend(type(self), backend)  # before torch's constructor, whose error would not name the model
         super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
 
     def forward(
@@ -109,9 +146,19 @@ class LSTM(_TorchRNNMixin, nn.LSTM):
 
 @MODELS.register("gru")
 class GRU(_TorchRNNMixin, nn.GRU):
-    """``torch.nn.GRU`` with keyword-only options and ``lengths`` (or a ``PackedSequence`` x)."""
+    """``torch.nn.GRU`` with keyword-only options and ``lengths`` (or a ``PackedSequence`` x); ``backend="auto"`` only."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, batch_first: bool = False, **kwargs):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        batch_first: bool = False,
+        backend: str = "auto",
+        **kwargs,
+    ):
+        _check_backend(type(self), backend)  # before torch's constructor, whose error would not name the model
         super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
 
     def forward(

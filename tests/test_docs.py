@@ -16,6 +16,7 @@ MODULES = [
     "lipschitz_rnn.cells.lipschitz",
     "lipschitz_rnn.cells.antisymmetric",
     "lipschitz_rnn.train.ema",
+    "lipschitz_rnn.train.signals",
 ]
 
 

@@ -107,6 +107,24 @@ def test_a_failed_run_leaves_without_waiting(tmp_path, monkeypatch, process_grou
     assert process_group_calls == ["destroy"]
 
 
+def test_a_run_stopped_by_a_signal_waits_for_the_others_before_leaving(tmp_path, monkeypatch, process_group_calls):
+    # every process stops after the same step (tests/test_train_signals.py); one that left at once would end with
+    # 143, and torchrun would terminate process 0 while it writes the checkpoint
+    from lipschitz_rnn.train import loop
+
+    def stopped(*args):
+        process_group_calls.append("train")
+        raise loop.TrainingInterrupted(
+            "stopped", signum=15, run_dir=tmp_path, epoch=0, step_in_epoch=1, global_step=1, resume_command="..."
+        )
+
+    monkeypatch.setattr(loop, "_train", stopped)
+    with pytest.raises(loop.TrainingInterrupted) as stop:
+        loop.train(loop.load_config(write_config(tmp_path)))
+    assert stop.value.code == 143 and isinstance(stop.value, SystemExit)
+    assert process_group_calls == ["train", "barrier", "destroy"]
+
+
 @pytest.mark.parametrize(("key", "value"), [("batch_size", 15), ("eval_batch_size", 33)])
 def test_global_batches_that_two_processes_cannot_split_are_refused_before_anything_is_written(
     tmp_path, process_group_calls, key, value

@@ -9,7 +9,9 @@
     torchrun --nproc_per_node=K -m lipschitz_rnn train CONFIG ...      # DistributedDataParallel
 
 Exit status: 0 done; 2 bad arguments, config, run directory or checkpoint (nothing was
-written); 3 training diverged (the last good checkpoint is kept).
+written); 3 training diverged (the last good checkpoint is kept); 128 + N stopped by signal N
+(143 SIGTERM, 130 SIGINT/Ctrl-C) after the current optimizer step, with a checkpoint that
+``--resume`` continues exactly (a second signal stops at once).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .data.sources import MissingDataError
-    from .train import CheckpointError, ConfigError, RunDirError, TrainingDiverged
+    from .train import CheckpointError, ConfigError, RunDirError, TrainingDiverged, TrainingInterrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -119,6 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingDiverged as exc:
         print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
+    except TrainingInterrupted as exc:  # logged; 128 + the signal's number, as a shell reports a signalled process
+        print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
+        return exc.code
 
 
 def _train(args) -> int:

@@ -9,7 +9,16 @@ layer over :func:`train`, :func:`evaluate_run` and :func:`summarize`.
 
 from .checkpoint import CheckpointError, RunDirError, load_checkpoint
 from .config import Config, ConfigError, check_registries, load_config, parse_config, to_toml
-from .loop import TrainingDiverged, evaluate, evaluate_run, learning_rate, load_run, resume_config, train
+from .loop import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    evaluate,
+    evaluate_run,
+    learning_rate,
+    load_run,
+    resume_config,
+    train,
+)
 from .report import find_runs, markdown_table, summarize
 
 __all__ = [
@@ -18,6 +27,7 @@ __all__ = [
     "ConfigError",
     "RunDirError",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "check_registries",
     "evaluate",
     "evaluate_run",

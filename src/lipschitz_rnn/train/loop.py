@@ -16,6 +16,17 @@ The learning rate is a pure function of the epoch (step decay or cosine) and, in
 ramp, of the optimizer step, so there is no scheduler state beyond the position. A non-finite
 loss or gradient norm stops the run before the optimizer step: the weights on disk stay the
 last good ones. Under torchrun every process runs this same loop on its slice of the batch.
+
+The first SIGTERM or SIGINT (a scheduler's notice, Ctrl-C) stops the run after the optimizer step
+it is in: the loop writes the mid-epoch ``last`` checkpoint a periodic one
+(``train.checkpoint_every_steps``) would be, logs where it stopped and the command that resumes
+it, and raises :class:`TrainingInterrupted` (exit status 130 or 143), so ``--resume`` ends as the
+uninterrupted run would have. A signal during evaluation stops the run at the end of that epoch,
+whose checkpoint is then the stopping point; after the last epoch's training the run finishes. A
+second signal acts as it would without the handlers (``KeyboardInterrupt``, termination). Under
+torchrun each process's "stop" vote rides in the all-reduce every step makes already (one more
+number per signal, no extra collective), so all processes stop after the same step, whichever
+received the signal; at the end of an epoch one small all-reduce of the votes does the same.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import math
 import os
 import platform
 import random
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -56,14 +69,17 @@ from .checkpoint import (
 from .config import Config, ConfigError, check_registries, config_to_dict, load_config, parse_overrides, to_toml
 from .ema import WeightAverage
 from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, write_metrics, write_plots
+from .signals import StopSignals, TrainingInterrupted
 
 __all__ = [
     "TrainingDiverged",
+    "TrainingInterrupted",
     "evaluate",
     "evaluate_run",
     "learning_rate",
     "load_run",
     "restore_training_state",
+    "resume_command",
     "resume_config",
     "run_provenance",
     "train",
@@ -80,16 +96,38 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite."""
 
 
-def train(cfg: Config, run_dir: Optional[Union[str, Path]] = None, *, resume: bool = False, command=None) -> dict:
+def train(
+    cfg: Config,
+    run_dir: Optional[Union[str, Path]] = None,
+    *,
+    resume: bool = False,
+    command=None,
+    stop_on_signals: bool = True,
+) -> dict:
     """Train ``cfg`` into ``run_dir`` (default ``runs/<name>/seed<seed>-<time>``); returns the summary.
 
     With ``resume=True``, ``run_dir`` is an existing run continued from its last checkpoint
     (``cfg`` from :func:`resume_config`). Raises :class:`ConfigError`, ``RunDirError`` or
     ``CheckpointError`` before writing anything, and :class:`TrainingDiverged` on NaN/Inf.
+
+    While it trains (called from the main thread, with ``stop_on_signals``), the first SIGTERM or
+    SIGINT stops the run after the current optimizer step with a ``last`` checkpoint that
+    ``resume=True`` continues exactly, and raises :class:`TrainingInterrupted`, a ``SystemExit``
+    with code 128 + the signal's number (see the module's docstring). A second signal acts as it
+    would have without them. The previous handlers are back in place when this returns or raises.
     """
     ctx = distributed.setup(cfg.train.device)
+    stop = StopSignals()
     try:
-        summary = _train(cfg, run_dir, resume, command, ctx)
+        try:
+            summary = _train(cfg, run_dir, resume, command, ctx, stop, stop_on_signals)
+        finally:
+            stop.restore()  # before leaving the group: a signal while waiting there acts as it did before
+    except TrainingInterrupted:
+        # every process stopped after the same step: none leaves before process 0 has written the checkpoint
+        # (torchrun takes one worker's exit as the group's failure and terminates the others)
+        distributed.teardown(ctx, wait_for_peers=True)
+        raise
     except BaseException:
         distributed.teardown(ctx)  # the other processes may never get here: no barrier
         raise
@@ -97,7 +135,9 @@ def train(cfg: Config, run_dir: Optional[Union[str, Path]] = None, *, resume: bo
     return summary
 
 
-def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context) -> dict:
+def _train(
+    cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context, stop: StopSignals, stop_on_signals: bool
+) -> dict:
     tc = cfg.train
     check_registries(cfg)
     for key in ("batch_size", "eval_batch_size"):  # both are global batches, split evenly over the processes
@@ -203,9 +243,41 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             "trained_weights": None if average is None else model.state_dict(),
         }
 
+    def interrupted(signum: int, epoch: int, next_step: int) -> TrainingInterrupted:
+        """Log where the run stopped (its checkpoint is written) and how to resume; the exception to raise."""
+        name = signal.Signals(signum).name
+        if next_step == 0:
+            where = f"after epoch {epoch} (global step {global_step})"
+        elif next_step >= steps_per_epoch:
+            where = f"after the last step of epoch {epoch + 1} (global step {global_step}), before its evaluation"
+        else:
+            where = f"at epoch {epoch + 1}, step {next_step} of {steps_per_epoch} (global step {global_step})"
+        resume_with = resume_command(run_dir, ctx)
+        message = (
+            f"stopped by {name} {where}; checkpoint written to {run_dir / 'checkpoints' / 'last'}\n"
+            f"  resume with: {resume_with}"
+        )
+        tensorboard.close()
+        if main:
+            log(message)
+        return TrainingInterrupted(
+            message,
+            signum=signum,
+            run_dir=run_dir,
+            epoch=epoch,
+            step_in_epoch=next_step,
+            global_step=global_step,
+            resume_command=resume_with,
+        )
+
+    if stop_on_signals:
+        stop.install()  # here, not earlier: a signal while the data loads still ends the process at once
+
     # -- epochs ------------------------------------------------------------------------------------
     for epoch in range(first_epoch, tc.epochs):
-        lr = learning_rate(cfg, epoch, global_step)
+        # a run stopped after an epoch's last step resumes with none of it left: the epoch's record keeps the
+        # rate of that last step (in a warm-up ramp, the rate of the step after it would differ)
+        lr = learning_rate(cfg, epoch, global_step - 1 if start_step >= steps_per_epoch > 0 else global_step)
         _set_lr(optimizer, lr)
         model.train()
         t0 = time.perf_counter() - running["elapsed_s"]
@@ -237,10 +309,13 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
                 grad_norm = nn.utils.clip_grad_norm_(params, tc.clip_grad_norm)
             else:
                 grad_norm = _grad_norm(params)
-            # one sync per step: summed over processes, so all of them agree on divergence
+            # one sync per step: summed over processes, so all of them agree on divergence, and on stopping: the
+            # processes' votes to stop (one number per signal, see StopSignals) ride in the same all-reduce
             local_loss_sum = loss.detach().double() * count if count else loss.new_zeros((), dtype=torch.float64)
             stacked = torch.stack([local_loss_sum, grad_norm.double(), correct.double()])
-            loss_sum_total, norm_total, correct_total = distributed.all_reduce_sum(stacked, ctx).tolist()
+            reduced = distributed.all_reduce_sum(torch.cat([stacked, stop.counts(ctx.device)]), ctx).tolist()
+            loss_sum_total, norm_total, correct_total = reduced[:3]
+            stop_signal = stop.agreed(reduced[3:])  # the same on every process
             if not (math.isfinite(loss_sum_total) and math.isfinite(norm_total)):
                 if bar is not None:
                     bar.close()
@@ -263,11 +338,18 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
                 bar.set_postfix(loss=f"{shown['loss']:.4f}", **{metric: f"{shown[metric]:.4g}"}, refresh=False)
                 bar.update()
             every = tc.checkpoint_every_steps
-            if every and global_step % every == 0 and step + 1 < steps_per_epoch:
+            periodic = bool(every and global_step % every == 0 and step + 1 < steps_per_epoch)
+            if periodic or stop_signal is not None:
+                # a stop writes the checkpoint a periodic one is (after an epoch's last step too: the resumed
+                # run then starts with that epoch's evaluation)
                 running["elapsed_s"] = time.perf_counter() - t0
-                state = checkpoint_state(epoch, step + 1)
+                state = checkpoint_state(epoch, step + 1)  # every process: it gathers a carried hidden state
                 if main:
                     save_checkpoint(run_dir / "checkpoints" / "last", scored_model().state_dict(), state)
+            if stop_signal is not None:
+                if bar is not None:
+                    bar.close()
+                raise interrupted(stop_signal, epoch, step + 1)
         if bar is not None:
             bar.close()
         _sync(ctx.device)
@@ -305,6 +387,13 @@ def _train(cfg: Config, run_dir, resume: bool, command, ctx: distributed.Context
             write_metrics(run_dir / "metrics.jsonl", history)
             tensorboard.write(record)
             log(_epoch_line(record, metric, tc.epochs, improved))
+        if epoch + 1 < tc.epochs:
+            # a signal during the evaluation or the checkpoint: this epoch's checkpoint is the stopping point; the
+            # votes are summed over the processes (one small all-reduce per epoch), so all of them stop here
+            votes = distributed.all_reduce_sum(stop.counts(ctx.device).clone(), ctx)
+            stop_signal = stop.agreed(votes.tolist())
+            if stop_signal is not None:
+                raise interrupted(stop_signal, epoch + 1, 0)
     tensorboard.close()
 
     # -- the end: stability after training, plots, summary -------------------------------------------
@@ -794,6 +883,18 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 # -- resume and eval -----------------------------------------------------------------------------
+
+
+def resume_command(run_dir: Union[str, Path], ctx: distributed.Context) -> str:
+    """The command that continues the run in ``run_dir`` with as many processes as ``ctx`` has."""
+    target = shlex.quote(str(run_dir))
+    if not ctx.distributed:
+        return f"lipschitz-rnn train --resume {target}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+    nodes = max(ctx.world_size // max(per_node, 1), 1)
+    launch = "torchrun" + (f" --nnodes={nodes}" if nodes > 1 else "") + f" --nproc_per_node={per_node}"
+    command = f"{launch} -m lipschitz_rnn train --resume {target}"
+    return command + (" (and this launch's rendezvous options)" if nodes > 1 else "")
 
 
 def resume_config(run_dir: Union[str, Path], overrides: Sequence[str] = ()) -> Config:

@@ -267,8 +267,11 @@ def test_two_processes_stop_at_the_same_step_when_only_one_receives_the_signal(t
     run = _signalled(write_config(tmp_path), cut, 10, ["SIGTERM"], ranks="1", launcher=TORCHRUN_TWO)
     _, err = run.communicate(timeout=300)
     assert run.returncode != 0, err[-3000:]  # torchrun reports its workers' exit statuses as a failure
-    # its report of each process: "exitcode  : 143 (pid: ...)", both 128 + SIGTERM
-    assert len(re.findall(r"exitcode +: 143 ", err)) == 2, err[-3000:]
+    # its report of each process ("exitcode  : 143 (pid: ...)"): 128 + SIGTERM; or killed by SIGTERM (-15), which
+    # torchrun sends the others once one has exited, and which may reach one after the barrier that follows the
+    # checkpoint, where its handlers are back (for process 1 it is a second signal)
+    codes = re.findall(r"exitcode +: (-?\d+) ", err)
+    assert len(codes) == 2 and set(codes) <= {"143", "-15"} and "143" in codes, err[-3000:]
     state = state_of(cut)  # written by process 0, which stopped after the same step
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 10)
     resume = f"resume with: torchrun --nproc_per_node=2 -m lipschitz_rnn train --resume {cut}"

@@ -118,7 +118,10 @@ def _check_backend(cls: type, backend: object) -> None:
 
 @MODELS.register("lstm")
 class LSTM(_TorchRNNMixin, nn.LSTM):
-    """``torch.nn.LSTM`` with keyword-only options and ``lengths`` (or a packed x); ``h_n`` is ``(h, c)``; ``backend="auto"`` only."""
+    """``torch.nn.LSTM`` with keyword-only options and ``lengths`` (or a packed x); ``h_n`` is ``(h, c)``.
+
+    ``backend="auto"`` only (PyTorch picks the kernels).
+    """
 
     def __init__(
         self,
@@ -146,7 +149,10 @@ class LSTM(_TorchRNNMixin, nn.LSTM):
 
 @MODELS.register("gru")
 class GRU(_TorchRNNMixin, nn.GRU):
-    """``torch.nn.GRU`` with keyword-only options and ``lengths`` (or a ``PackedSequence`` x); ``backend="auto"`` only."""
+    """``torch.nn.GRU`` with keyword-only options and ``lengths`` (or a ``PackedSequence`` x).
+
+    ``backend="auto"`` only (PyTorch picks the kernels).
+    """
 
     def __init__(
         self,

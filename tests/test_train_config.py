@@ -189,6 +189,14 @@ def test_lstm_takes_no_backend_but_the_config_still_validates(tmp_path):
     check_registries(load_config(write_config(tmp_path, model="lstm")))
 
 
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_a_recurrence_backend_for_the_torch_wrappers_is_refused_not_dropped(tmp_path, model):
+    path = write_config(tmp_path, model=model)
+    check_registries(load_config(path, ["train.backend=auto"]))
+    with pytest.raises(ConfigError, match=f"backend='cpu'.*{model!r} model"):
+        check_registries(load_config(path, ["train.backend=cpu"]))
+
+
 def test_step_decay_after_milestone_epochs():
     cfg = parse_config(MINIMAL, ["train.lr=0.003", "train.lr_milestones=[90]", "train.epochs=100"])
     assert learning_rate(cfg, 0) == 0.003 and learning_rate(cfg, 89) == 0.003  # epochs 1..90

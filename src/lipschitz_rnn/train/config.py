@@ -425,19 +425,30 @@ def import_plugins(cfg: Config) -> None:
             raise ConfigError(f"experiment.imports: cannot import {module!r}: {exc}") from None
 
 
+def backend_option(cfg: Config) -> dict[str, str]:
+    """The ``backend`` keyword for the configured model: ``train.backend`` for the ODE layers, and for any
+    other model unless it is ``"auto"``, so that a backend a model cannot use (the LSTM/GRU wrappers take
+    ``"auto"`` only) is refused by the model's constructor instead of being dropped without a word."""
+    from ..layer import RecurrentLayer
+    from ..models import MODELS
+
+    if issubclass(MODELS.get(cfg.model.name), RecurrentLayer) or cfg.train.backend != "auto":
+        return {"backend": cfg.train.backend}
+    return {}
+
+
 def check_registries(cfg: Config, *, require_task: bool = True) -> None:
     """Check the model name and options by building a small throwaway model, and the task name and options
     against its builder's signature. With ``require_task=False`` an unregistered task is let through
     (configs written before their data package is installed)."""
     from ..data import TASKS
-    from ..layer import RecurrentLayer
     from ..models import MODELS
 
     import_plugins(cfg)
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; expected one of {', '.join(MODELS.names())}")
     model_class = MODELS.get(cfg.model.name)
-    extra = {"backend": cfg.train.backend} if issubclass(model_class, RecurrentLayer) else {}
+    extra = backend_option(cfg)
     # a small stand-in checks option names and values (at N = 1024 its eigenvalue checks would take seconds)
     hidden_size = min(cfg.model.hidden_size, 64)
     try:

@@ -51,8 +51,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..data import SequenceTask, build_task
-from ..layer import RecurrentLayer
-from ..models import MODELS, SequenceClassifier, build_model, count_parameters, init_linear_maps_
+from ..models import SequenceClassifier, build_model, count_parameters, init_linear_maps_
 from . import distributed
 from .checkpoint import (
     RUN_FORMAT,
@@ -66,7 +65,16 @@ from .checkpoint import (
     read_json,
     save_checkpoint,
 )
-from .config import Config, ConfigError, check_registries, config_to_dict, load_config, parse_overrides, to_toml
+from .config import (
+    Config,
+    ConfigError,
+    backend_option,
+    check_registries,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+    to_toml,
+)
 from .ema import WeightAverage
 from .metrics import RunLog, TensorBoard, stability_numbers, stability_reports, write_metrics, write_plots
 from .signals import StopSignals, TrainingInterrupted
@@ -416,14 +424,13 @@ def _train(
 
 def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
     """The configured recurrent layer (batch-first) with a linear readout sized for ``task``."""
-    extra = {"backend": cfg.train.backend} if issubclass(MODELS.get(cfg.model.name), RecurrentLayer) else {}
     rnn = build_model(
         cfg.model.name,
         task.input_size,
         cfg.model.hidden_size,
         cfg.model.num_layers,
         batch_first=True,
-        **extra,
+        **backend_option(cfg),
         **cfg.model.options,
     )
     model = SequenceClassifier(

@@ -12,7 +12,10 @@ GPU. Every job's config and overrides are checked as ``lipschitz-rnn train`` che
 before any run starts, so a typo stops the list at once and names its job.
 A run lives in ``runs/<experiment>/seed<k>``:
 one finished earlier (it has ``summary.json``) is skipped, one with a checkpoint resumes
-(``--resume``), and the run still going at the deadline is killed and resumes next time.
+(``--resume``), and the run still going at the deadline is stopped and resumes next time:
+``--stop-grace`` seconds (20) before the deadline it gets SIGTERM, on which ``lipschitz-rnn train``
+finishes its optimizer step, writes a ``last`` checkpoint that resumes exactly and exits with 143;
+one still alive at the deadline is killed (SIGKILL) and resumes from its last periodic checkpoint.
 Carry ``runs/`` between machines; results and checkpoints come back as ``$OUT/runs-*.tgz``, and
 ``--unpack DIR`` puts such archives back under ``runs/`` on a fresh machine, so that its runs resume;
 ``--resume-set SOURCE DEST`` (here, before that call) copies only the archives resuming needs, leaving
@@ -27,7 +30,9 @@ MPS control daemon for the queue and stops it afterwards (or uses the one that
 ``CUDA_MPS_PIPE_DIRECTORY`` names, started and stopped by the caller); if a CUDA client
 cannot start under it, the queue runs one job per GPU. Every attempt is logged in
 ``runs/<experiment>/seed<k>.queue.jsonl`` (GPU, concurrency, start, end, exit status), so
-reported GPU times can be read with the concurrency they ran under.
+reported GPU times can be read with the concurrency they ran under; for a run stopped at the
+deadline the exit is what became of it (see :func:`deadline_exit`), beside the signals sent and
+the process's own status.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -176,15 +182,74 @@ def stop_mps() -> None:
         os.environ.pop(key, None)
 
 
-def deadline_exit(job: Job) -> str:
-    """What the queue records for a run it killed at the deadline.
+#: How long a run has, between the SIGTERM that stops it and the deadline, to finish its optimizer step and write
+#: its ``last`` checkpoint (weights and optimizer state, tens of MB at most here: seconds even with several runs per
+#: GPU writing at once). The rest leaves room for an evaluation under way, since a signal during one stops the run at
+#: that epoch's end, with its checkpoint; a run still evaluating at the deadline is killed, as before.
+STOP_GRACE_SECONDS = 20.0
+#: A job starts only with at least this long to run before its stop begins (a run needs some of it to load its data).
+MIN_RUN_SECONDS = 30.0
+#: Between the starts of the workers, so that data loading and Triton compilation overlap less.
+STAGGER_SECONDS = 2.0
 
-    A run that wrote its summary finished: the kill hit the process on its way out (round 40's
-    gated seed 2, killed a second after it logged "done"), and nothing of it resumes.
+STOPPED = "stopped at the deadline (checkpoint written; resumes next time)"
+KILLED = "killed at the deadline (resumes next time)"
+FINISHED_ON_ITS_WAY_OUT = "finished; killed at the deadline on its way out (its summary was written)"
+
+
+def run_until(command: list[str], deadline: float, grace: float, **popen) -> tuple[int, list[str]]:
+    """Run ``command`` until it exits or the deadline: ``(its exit status, the signals sent to it)``.
+
+    ``grace`` seconds before ``deadline`` a process still running gets SIGTERM, and SIGKILL if it is still
+    alive ``grace`` seconds later, so that it ends by the deadline. The status is Popen's: negative for a
+    process ended by a signal (-15 when it had no handler for SIGTERM yet, -9 after SIGKILL). The signals go
+    to the process itself, not to a group: its own children (data loader workers) are its to end.
     """
-    if finished(job.run_dir):
-        return "finished; killed at the deadline on its way out (its summary was written)"
-    return "killed at the deadline (resumes next time)"
+    process = subprocess.Popen(command, **popen)
+    sent: list[str] = []
+    try:
+        try:
+            return process.wait(timeout=max(0.0, deadline - grace - time.time())), sent
+        except subprocess.TimeoutExpired:
+            pass
+        process.send_signal(signal.SIGTERM)
+        sent.append("SIGTERM")
+        try:
+            return process.wait(timeout=grace), sent
+        except subprocess.TimeoutExpired:
+            pass
+        process.kill()
+        sent.append("SIGKILL")
+        return process.wait(), sent
+    except BaseException:  # as subprocess.run does: no process outlives the queue that started it
+        process.kill()
+        process.wait()
+        raise
+
+
+def deadline_exit(job: Job, returncode: int) -> int | str:
+    """What the queue records for a run it stopped at the deadline, from the run's ``returncode`` after it.
+
+    * 143 (``lipschitz-rnn train`` caught the SIGTERM): :data:`STOPPED`, its ``last`` checkpoint resumes exactly;
+    * killed by a signal: SIGKILL after the grace, or the SIGTERM itself, which ends a run at once before its
+      handlers are in (while it loads its data) or after training returned: :data:`KILLED`, it resumes from its
+      last periodic checkpoint (or starts again, without one);
+    * killed, but it wrote its summary: :data:`FINISHED_ON_ITS_WAY_OUT` (round 40's gated seed 2, killed a
+      second after it logged "done"), and nothing of it resumes;
+    * anything else (0: a SIGTERM after the last epoch's training lets the run finish; an error while stopping),
+      as is.
+
+    :data:`KILLED` and :data:`FINISHED_ON_ITS_WAY_OUT` are the strings the queue recorded when it only killed
+    runs at the deadline (with SIGKILL), so older records read the same.
+    """
+    killed = returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    if killed and finished(job.run_dir):
+        return FINISHED_ON_ITS_WAY_OUT
+    if killed:
+        return KILLED
+    if returncode == 128 + signal.SIGTERM and not finished(job.run_dir):
+        return STOPPED
+    return returncode
 
 
 def command_for(job: Job) -> list[str]:
@@ -201,6 +266,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("jobs", nargs="*", help="CONFIG:SEEDS[:OVERRIDE,...] or @FILE of them")
     parser.add_argument("--time-limit", type=float, default=540, help="seconds from start until every job stops")
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        default=STOP_GRACE_SECONDS,
+        help="seconds before the deadline that a running job gets SIGTERM (to finish its step and write a "
+        "checkpoint); one still alive at the deadline gets SIGKILL",
+    )
     parser.add_argument("--per-gpu", type=int, default=1, help="concurrent jobs per GPU")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (0: all)")
     parser.add_argument("--mps", action="store_true", help="run the jobs under the MPS control daemon")
@@ -228,6 +300,8 @@ def main() -> None:
         return
     if not args.jobs:
         parser.error("name at least one job (or --unpack DIR)")
+    if args.stop_grace < 0:
+        parser.error("--stop-grace must be >= 0")
 
     deadline = time.time() + args.time_limit
     os.chdir(ROOT)
@@ -253,20 +327,17 @@ def main() -> None:
                 if not pending:
                     return
                 job = pending.pop(0)
-            left = deadline - time.time()
-            if left < 30:
+            if deadline - args.stop_grace - time.time() < MIN_RUN_SECONDS:
                 return
             job.run_dir.parent.mkdir(parents=True, exist_ok=True)
             command = command_for(job)
             started = time.time()
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
             with open(job.run_dir.parent / f"seed{job.seed}.stdout", "a") as log:
-                try:
-                    code = subprocess.run(
-                        command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=left
-                    ).returncode
-                except subprocess.TimeoutExpired:
-                    code = deadline_exit(job)
+                returncode, sent = run_until(
+                    command, deadline, args.stop_grace, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+            code = deadline_exit(job, returncode) if sent else returncode
             record = {
                 "gpu": gpu,
                 "jobs_per_gpu": per_gpu,
@@ -277,6 +348,8 @@ def main() -> None:
                 "exit": code,
                 "command": command,
             }
+            if sent:  # stopped at the deadline: what the queue sent and how the process ended
+                record.update(signals=sent, returncode=returncode)
             with open(job.run_dir.parent / f"seed{job.seed}.queue.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             print(
@@ -290,7 +363,7 @@ def main() -> None:
     threads = [threading.Thread(target=worker, args=(g,)) for g in slot_gpus(gpus, per_gpu) if jobs]
     for thread in threads:
         thread.start()
-        time.sleep(2)  # staggered starts: data loading and Triton compilation overlap less
+        time.sleep(STAGGER_SECONDS)
     for thread in threads:
         thread.join()
     if started_mps:

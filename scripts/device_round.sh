@@ -13,9 +13,11 @@
 #    then the final runs with the chosen settings. A spec may name its own runs per GPU as
 #    SPEC:K (SEARCH_PER_GPU, 2 by default, otherwise), and an unfinished search blocks no other;
 # 3. status and archives of every run in $OUT (runs-results.tgz, runs-ckpt-K.tgz), the logs in logs.tgz.
-# Runs killed at the deadline resume on the next round: a warm machine keeps runs/; for a fresh
-# one, carry the archives in a folder and name it RESUME, and they are unpacked into runs/ first
-# (a corrupt archive stops the round before any training; `python scripts/device_queue.py --resume-set
+# Runs still going at the deadline are stopped by the queues: SIGTERM 20 s before it (device_queue.py --stop-grace),
+# on which a run finishes its step, writes a checkpoint that resumes exactly and exits 143, and SIGKILL at it for
+# any still alive, so the queues still end by LIMIT, before the packing. Such runs resume on the next round: a warm
+# machine keeps runs/; for a fresh one, carry the archives in a folder and name it RESUME, and they are unpacked
+# into runs/ first (a corrupt archive stops the round before any training; `python scripts/device_queue.py --resume-set
 # FROM RESUME` copies only what resuming needs, without best checkpoints, where all would not fit a call). Committed trial records
 # (results/search/trials) are copied into runs/ first, so finished trials are not run again.
 # RECORD_ONLY names specs whose trials are in the LONG list: their choice is recorded at the end.

@@ -5,8 +5,10 @@ import json
 import random
 import re
 import shutil
+import signal
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -290,7 +292,7 @@ def test_pack_only_trains_nothing_and_reports_every_list(tmp_path, monkeypatch):
     jobs.write_text(f"{config}:0:experiment.name=going\n")
     monkeypatch.setattr(device_queue, "ROOT", tmp_path)
     monkeypatch.setattr(device_queue, "gpu_count", lambda: 1)
-    monkeypatch.setattr(device_queue.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    monkeypatch.setattr(device_queue.subprocess, "Popen", lambda *a, **k: pytest.fail(f"ran {a}"))
     out = tmp_path / "out"
     argv = ["device_queue.py", "--pack-only", "--out", str(out), f"{config}:0", f"@{jobs}"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -314,7 +316,7 @@ def test_per_gpu_without_mps_says_it_runs_one_job_per_gpu(tmp_path, monkeypatch,
     config = write_config(tmp_path / "configs", name="one")
     monkeypatch.setattr(device_queue, "ROOT", tmp_path)
     monkeypatch.setattr(device_queue, "gpu_count", lambda: 1)
-    monkeypatch.setattr(device_queue.subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    monkeypatch.setattr(device_queue.subprocess, "Popen", lambda *a, **k: pytest.fail(f"ran {a}"))
     out = tmp_path / "out"
     argv = ["device_queue.py", "--pack-only", "--per-gpu", "4", "--out", str(out), f"{config}:0"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -324,33 +326,130 @@ def test_per_gpu_without_mps_says_it_runs_one_job_per_gpu(tmp_path, monkeypatch,
     assert "1 GPUs x 1 slots" in printed
 
 
+class _RunAtTheDeadline:
+    """A stand-in for ``subprocess.Popen`` of a run still going at the deadline; ``reaction`` is what SIGTERM does.
+
+    "stops": exits 143 (``lipschitz-rnn train``'s graceful stop); "ignores": goes on until SIGKILL; "dies": ends
+    at once (no handler yet, or training had returned); "finishes": exits 0 (a SIGTERM after the last epoch's training).
+    """
+
+    def __init__(self, command, reaction: str, wrote_summary: bool, sent: list) -> None:
+        run_dir = Path(command[command.index("--out") + 1])
+        run_dir.mkdir(parents=True)
+        if wrote_summary:
+            (run_dir / "summary.json").write_text("{}")
+        self.command, self.reaction, self.sent, self.returncode = command, reaction, sent, None
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            assert timeout is not None, "waited without a timeout for a run that does not end"
+            raise device_queue.subprocess.TimeoutExpired(self.command, timeout)
+        return self.returncode
+
+    def send_signal(self, signum):
+        self.sent.append(signum)
+        self.returncode = {"stops": 143, "ignores": None, "dies": -signum, "finishes": 0}[self.reaction]
+
+    def kill(self):
+        self.sent.append(signal.SIGKILL)
+        self.returncode = -signal.SIGKILL
+
+
 @pytest.mark.parametrize(
-    ("wrote_summary", "recorded"),
+    ("wrote_summary", "reaction", "recorded", "signals"),
     [
-        (True, "finished; killed at the deadline on its way out (its summary was written)"),
-        (False, "killed at the deadline (resumes next time)"),
+        (False, "stops", "stopped at the deadline (checkpoint written; resumes next time)", ["SIGTERM"]),
+        (False, "ignores", "killed at the deadline (resumes next time)", ["SIGTERM", "SIGKILL"]),
+        (False, "dies", "killed at the deadline (resumes next time)", ["SIGTERM"]),
+        (
+            True,
+            "ignores",
+            "finished; killed at the deadline on its way out (its summary was written)",
+            ["SIGTERM", "SIGKILL"],
+        ),
+        (True, "dies", "finished; killed at the deadline on its way out (its summary was written)", ["SIGTERM"]),
+        (True, "finishes", 0, ["SIGTERM"]),
     ],
 )
-def test_a_run_killed_at_the_deadline_is_recorded_finished_only_if_it_wrote_its_summary(
-    tmp_path, monkeypatch, wrote_summary, recorded
+def test_a_run_stopped_at_the_deadline_is_recorded_by_how_it_ended(
+    tmp_path, monkeypatch, wrote_summary, reaction, recorded, signals
 ):
+    # the "killed" strings are those the queue wrote when it only killed runs (round 40's gated seed 2 was killed a
+    # second after it wrote its summary): older records read the same
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()
     config = write_config(tmp_path / "configs", name="one")
     monkeypatch.setattr(device_queue, "ROOT", tmp_path)
     monkeypatch.setattr(device_queue, "gpu_count", lambda: 1)
-
-    def train_until_the_deadline(command, timeout, **kwargs):
-        run_dir = Path(command[command.index("--out") + 1])
-        run_dir.mkdir(parents=True)
-        if wrote_summary:
-            (run_dir / "summary.json").write_text("{}")
-        raise device_queue.subprocess.TimeoutExpired(command, timeout)
-
-    monkeypatch.setattr(device_queue.subprocess, "run", train_until_the_deadline)
+    monkeypatch.setattr(device_queue, "STAGGER_SECONDS", 0.0)
+    sent = []
+    monkeypatch.setattr(
+        device_queue.subprocess,
+        "Popen",
+        lambda command, **kwargs: _RunAtTheDeadline(command, reaction, wrote_summary, sent),
+    )
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     argv = ["device_queue.py", "--no-pack", "--out", str(tmp_path / "out"), f"{config}:0:experiment.name=one"]
     monkeypatch.setattr(sys, "argv", argv)
     device_queue.main()
-    queue_record = (tmp_path / "runs" / "one" / "seed0.queue.jsonl").read_text()
-    assert json.loads(queue_record)["exit"] == recorded
+    record = json.loads((tmp_path / "runs" / "one" / "seed0.queue.jsonl").read_text())
+    assert record["exit"] == recorded
+    assert record["signals"] == signals and [signal.Signals(s).name for s in sent] == signals
+    assert record["returncode"] == {"stops": 143, "ignores": -9, "dies": -15, "finishes": 0}[reaction]
+
+
+# A stand-in for `lipschitz-rnn train` (argv: run directory, job name): notes when a SIGTERM came in run/sigterm.
+_ON_SIGTERM = """
+import pathlib, signal, sys, time
+run = pathlib.Path(sys.argv[1])
+run.mkdir(parents=True)
+def noted(signum, frame):
+    (run / "sigterm").write_text(repr(time.time()))
+    if sys.argv[2] == "stops":
+        raise SystemExit(143)  # as train does after its step and checkpoint
+signal.signal(signal.SIGTERM, noted)
+(run / "ready").touch()
+time.sleep(60)  # "ignores" sleeps on after the SIGTERM, until the SIGKILL
+"""
+
+
+def test_real_runs_get_sigterm_before_the_deadline_and_sigkill_at_it(tmp_path, monkeypatch):
+    # three processes side by side: one stops on SIGTERM, one outlives it and is killed, one ends before the stop
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    config = write_config(tmp_path / "configs", name="one")
+    monkeypatch.setattr(device_queue, "ROOT", tmp_path)
+    monkeypatch.setattr(device_queue, "MIN_RUN_SECONDS", 0.0)
+    monkeypatch.setattr(device_queue, "STAGGER_SECONDS", 0.0)
+    monkeypatch.setattr(
+        device_queue,
+        "command_for",
+        lambda job: [sys.executable, "-c", "pass" if job.name == "ends" else _ON_SIGTERM, str(job.run_dir), job.name],
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    limit, grace = 3.0, 1.0
+    jobs = [f"{config}:0:experiment.name={name}" for name in ("stops", "ignores", "ends")]
+    argv = ["device_queue.py", "--no-pack", "--gpus", "3", "--time-limit", str(limit), "--stop-grace", str(grace)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "out"), *jobs])
+    began = time.time()
+    device_queue.main()
+    assert time.time() - began < limit + 1.0  # the queue still ends by its deadline
+
+    def record(name: str) -> dict:
+        (line,) = (tmp_path / "runs" / name / "seed0.queue.jsonl").read_text().splitlines()
+        return json.loads(line)
+
+    stops, ignores, ends = record("stops"), record("ignores"), record("ends")
+    assert stops["exit"] == "stopped at the deadline (checkpoint written; resumes next time)"
+    assert (stops["signals"], stops["returncode"]) == (["SIGTERM"], 143)
+    assert ignores["exit"] == "killed at the deadline (resumes next time)"
+    assert (ignores["signals"], ignores["returncode"]) == (["SIGTERM", "SIGKILL"], -9)
+    assert ends["exit"] == 0 and "signals" not in ends
+    sigterm = {}
+    for name in ("stops", "ignores"):  # both were ready, and got their SIGTERM about `grace` before the deadline
+        assert (tmp_path / "runs" / name / "seed0" / "ready").is_file()
+        sigterm[name] = float((tmp_path / "runs" / name / "seed0" / "sigterm").read_text())
+        assert began + limit - grace - 0.5 < sigterm[name] < began + limit - grace + 0.5
+    ended = ignores["start"] + ignores["seconds"]
+    assert sigterm["ignores"] + grace - 0.3 < ended < began + limit + 0.5  # killed a grace after it, by the deadline
+    assert stops["start"] + stops["seconds"] < ended - grace / 2  # the one that stopped did not wait for the kill

@@ -7,8 +7,10 @@ put back, what a second signal must meet, and it turns a signal that training fa
 failure instead of the end of pytest.
 """
 
+import copy
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -224,6 +226,18 @@ def test_a_stop_voted_by_another_process_stops_this_one_at_the_same_step(
     assert main(["train", str(write_config(tmp_path)), *OVERRIDES, "--out", str(cut)]) == 143
     state = state_of(cut)
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == ((1, 0, 8) if at_epoch_end else (1, 3, 11))
+
+
+def test_the_stop_exception_survives_pickling_and_copying():
+    # a process pool (concurrent.futures, multiprocessing) pickles a worker's exception to send it back; one that
+    # cannot be rebuilt breaks the whole pool ("terminated abruptly") instead of reaching the caller
+    stop = loop.TrainingInterrupted(
+        "stopped", signum=15, run_dir=Path("r"), epoch=1, step_in_epoch=3, global_step=11, resume_command="resume"
+    )
+    for again in (pickle.loads(pickle.dumps(stop)), copy.copy(stop)):
+        assert isinstance(again, loop.TrainingInterrupted) and isinstance(again, SystemExit)
+        assert (again.code, str(again), again.signum, again.run_dir) == (143, "stopped", 15, Path("r"))
+        assert (again.epoch, again.step_in_epoch, again.global_step, again.resume_command) == (1, 3, 11, "resume")
 
 
 # -- real processes ------------------------------------------------------------------------------

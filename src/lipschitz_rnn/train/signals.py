@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from typing import Any, Optional, Sequence
@@ -80,6 +81,12 @@ class TrainingInterrupted(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy rebuild an exception from its args, which lack the keyword-only fields: a process pool
+        # sending this back from a worker would fail to rebuild it (and break the pool) without them
+        fields = ("signum", "run_dir", "epoch", "step_in_epoch", "global_step", "resume_command")
+        return functools.partial(type(self), **{name: getattr(self, name) for name in fields}), (self.message,)
 
 
 class StopSignals:

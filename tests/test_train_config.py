@@ -5,7 +5,9 @@ import importlib
 import itertools
 
 import pytest
+import torch
 
+from lipschitz_rnn.data import build_task
 from lipschitz_rnn.train.config import (
     ConfigError,
     check_registries,
@@ -14,7 +16,7 @@ from lipschitz_rnn.train.config import (
     parse_overrides,
     to_toml,
 )
-from lipschitz_rnn.train.loop import learning_rate
+from lipschitz_rnn.train.loop import build_model_for_task, learning_rate
 from test_train_toytasks import write_config
 
 MINIMAL = """
@@ -195,6 +197,45 @@ def test_a_recurrence_backend_for_the_torch_wrappers_is_refused_not_dropped(tmp_
     check_registries(load_config(path, ["train.backend=auto"]))
     with pytest.raises(ConfigError, match=f"backend='cpu'.*{model!r} model"):
         check_registries(load_config(path, ["train.backend=cpu"]))
+
+
+PLUGIN = """
+from torch import nn
+from lipschitz_rnn.models import MODELS
+
+
+class NoBackend(nn.Module):
+    def __init__(self, input_size, hidden_size, num_layers=1, *, batch_first=False):
+        super().__init__()
+        self.rnn = nn.RNN(input_size, hidden_size, num_layers, batch_first=batch_first)
+        self.hidden_size, self.batch_first = hidden_size, batch_first
+
+    def forward(self, x, h0=None, **kwargs):
+        return self.rnn(x, h0)
+
+
+def no_backend_factory(input_size, hidden_size, num_layers=1, *, batch_first=False):
+    return NoBackend(input_size, hidden_size, num_layers, batch_first=batch_first)
+
+
+for name, model in (("plugin_class", NoBackend), ("plugin_factory", no_backend_factory)):
+    if name not in MODELS:
+        MODELS.add(name, model)
+"""
+
+
+@pytest.mark.parametrize("model", ["plugin_class", "plugin_factory"])
+def test_a_plugin_model_without_a_backend_argument_builds_with_auto_and_refuses_another(tmp_path, monkeypatch, model):
+    # registered by experiment.imports, as a class or as a factory function (build_model calls either)
+    (tmp_path / "rnn_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write_config(tmp_path, model=model)
+    imports = "experiment.imports=['test_train_toytasks', 'rnn_plugin']"
+    cfg = load_config(path, [imports])
+    check_registries(cfg)
+    assert isinstance(build_model_for_task(cfg, build_task("toy_sign")).rnn.rnn, torch.nn.RNN)
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'backend'"):
+        check_registries(load_config(path, [imports, "train.backend=cpu"]))
 
 
 def test_step_decay_after_milestone_epochs():

@@ -432,7 +432,8 @@ def backend_option(cfg: Config) -> dict[str, str]:
     from ..layer import RecurrentLayer
     from ..models import MODELS
 
-    if issubclass(MODELS.get(cfg.model.name), RecurrentLayer) or cfg.train.backend != "auto":
+    model = MODELS.get(cfg.model.name)  # a class, or a factory function registered by a plugin
+    if (isinstance(model, type) and issubclass(model, RecurrentLayer)) or cfg.train.backend != "auto":
         return {"backend": cfg.train.backend}
     return {}
 

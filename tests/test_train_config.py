@@ -234,8 +234,10 @@ def test_a_plugin_model_without_a_backend_argument_builds_with_auto_and_refuses_
     cfg = load_config(path, [imports])
     check_registries(cfg)
     assert isinstance(build_model_for_task(cfg, build_task("toy_sign")).rnn.rnn, torch.nn.RNN)
-    with pytest.raises(ConfigError, match="unexpected keyword argument 'backend'"):
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'backend'") as refused:
         check_registries(load_config(path, [imports, "train.backend=cpu"]))
+    # the options are empty: the message must name the setting that handed the model the keyword
+    assert f"[model] '{model}' rejects its options {{}} with train.backend = 'cpu': " in str(refused.value)
 
 
 def test_step_decay_after_milestone_epochs():

@@ -457,7 +457,10 @@ def check_registries(cfg: Config, *, require_task: bool = True) -> None:
             warnings.simplefilter("ignore")
             model_class(1, hidden_size, cfg.model.num_layers, batch_first=True, **extra, **cfg.model.options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[model] {cfg.model.name!r} rejects its options {cfg.model.options}: {exc}") from None
+        given = str(cfg.model.options)
+        if cfg.train.backend != "auto":  # handed to every model, and not among the options: name it
+            given += f" with train.backend = {cfg.train.backend!r}"
+        raise ConfigError(f"[model] {cfg.model.name!r} rejects its options {given}: {exc}") from None
 
     if cfg.task.name not in TASKS:
         if require_task:

@@ -209,6 +209,12 @@ def test_lstm_and_gru_errors_with_packed_input(name):
         rnn(packed, (h, h) if name == "lstm" else h)
     with pytest.raises(ValueError, match=r"sum of lengths, 3"):
         rnn(pack_padded_sequence(x[..., :2], UNSORTED, enforce_sorted=False))
+    # torch's LSTM checks no dtype on a packed input (its GRU does): a float32 pack met a kernel's "mat1 and mat2"
+    single, mismatch = x.float(), r"input dtype \(torch.float32\) does not match weight dtype \(torch.float64\)"
+    with pytest.raises(ValueError, match=mismatch):
+        rnn(pack_padded_sequence(single, UNSORTED, enforce_sorted=False))
+    with pytest.raises(ValueError, match=mismatch):
+        rnn(single, lengths=UNSORTED)  # packed inside the wrapper
 
 
 @pytest.mark.gpu

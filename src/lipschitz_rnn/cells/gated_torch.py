@@ -56,6 +56,7 @@ class _TorchRNNMixin:
             return run(x, h0)
         if x.dim() == 2:
             raise ValueError("lengths needs batched input (one length per sequence)")
+        self.check_input(x, None)  # torch's LSTM checks no dtype once packed (a kernel's "mat1 and mat2" error)
         steps, batch = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         lengths = sequence_lengths(lengths, batch, steps)
         packed = pack_padded_sequence(x, lengths, batch_first=self.batch_first, enforce_sorted=False)
@@ -77,6 +78,7 @@ class _TorchRNNMixin:
                 f"got {tuple(data.shape)}"
             )
         check_finite("x", data)
+        self.check_input(data, x.batch_sizes)  # the dtype, which torch's LSTM leaves unchecked on a packed input
         if h0 is not None:
             self._check_initial_state(h0, data, batch=int(x.batch_sizes[0]))
         return run(x, h0)

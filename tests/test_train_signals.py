@@ -24,6 +24,7 @@ import torch
 import lipschitz_rnn.train.loop as loop
 from lipschitz_rnn.cli import main
 from lipschitz_rnn.train import distributed
+from lipschitz_rnn.train.signals import StopSignals
 from test_train_resume import assert_same_run
 from test_train_toytasks import TESTS, subprocess_env, write_config
 
@@ -238,6 +239,17 @@ def test_the_stop_exception_survives_pickling_and_copying():
         assert isinstance(again, loop.TrainingInterrupted) and isinstance(again, SystemExit)
         assert (again.code, str(again), again.signum, again.run_dir) == (143, "stopped", 15, Path("r"))
         assert (again.epoch, again.step_in_epoch, again.global_step, again.resume_command) == (1, 3, 11, "resume")
+
+
+@pytest.mark.parametrize("device", [torch.device("cpu"), torch.device("cpu", 0), "cpu"])
+def test_the_vote_tensor_is_made_once_for_a_device_however_it_is_named(device):
+    # a tensor's device need not equal the one it was made for ('cuda' makes cuda:0, cpu:0 makes cpu): compared with
+    # the tensor's, the vote was made anew, and marked again, at every step
+    stop = StopSignals()
+    first = stop.counts(device)
+    assert all(stop.counts(device) is first for _ in range(3))
+    stop.received = signal.SIGINT
+    assert stop.counts(device) is first and first.tolist() == [0.0, 1.0] and stop.counts(device) is first
 
 
 # -- real processes ------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class StopSignals:
         self.received: Optional[int] = None
         self._previous: dict[int, Any] = {}
         self._counts: Optional[Tensor] = None
+        self._device: Optional[torch.device] = None
         self._marked = False
 
     @property
@@ -135,8 +136,11 @@ class StopSignals:
 
     def counts(self, device: torch.device) -> Tensor:
         """This process's vote as a tensor on ``device``; kept between calls, so a step costs no host copy."""
-        if self._counts is None or self._counts.device != torch.device(device):
+        device = torch.device(device)
+        # compared with the device asked for last, not the tensor's: 'cuda' makes a tensor on cuda:0, which differs
+        if self._counts is None or device != self._device:
             self._counts, self._marked = torch.zeros(len(self.signals), dtype=torch.float64, device=device), False
+            self._device = device
         if self.received is not None and not self._marked:
             self._counts[self.signals.index(self.received)] = 1.0
             self._marked = True

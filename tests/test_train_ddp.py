@@ -202,3 +202,26 @@ def test_leaving_the_group_stops_its_gloo_threads(tmp_path):
     for rank in (0, 1):
         threads = (tmp_path / f"threads-rank{rank}.txt").read_text().split()
         assert threads and not [name for name in threads if "gloo" in name], (rank, threads)
+
+
+def test_the_loop_sums_in_float64_but_in_float32_on_apple_mps_which_has_no_float64(tmp_path, monkeypatch):
+    from lipschitz_rnn.train import distributed
+    from lipschitz_rnn.train.distributed import Context
+
+    assert Context(0, 1, 0, torch.device("cpu")).sum_dtype == torch.float64
+    assert Context(0, 1, 0, torch.device("cuda", 0)).sum_dtype == torch.float64
+    assert Context(0, 1, 0, torch.device("mps")).sum_dtype == torch.float32
+    # every sum the loop reduces (per step, per evaluation, the epoch's stop votes) takes the context's dtype:
+    # a CPU run whose context says float32, as MPS's would, reduces float32 tensors only
+    monkeypatch.setattr(Context, "sum_dtype", property(lambda self: torch.float32))
+    reduced = []
+    all_reduce_sum = distributed.all_reduce_sum
+
+    def spy(tensor, ctx):
+        reduced.append(tensor.dtype)
+        return all_reduce_sum(tensor, ctx)
+
+    monkeypatch.setattr(distributed, "all_reduce_sum", spy)
+    config = write_config(tmp_path)
+    assert main(["train", str(config), "train.epochs=2", "--out", str(tmp_path / "run")]) == 0
+    assert len(reduced) > 4 and set(reduced) == {torch.float32}

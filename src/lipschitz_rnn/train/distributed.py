@@ -40,6 +40,11 @@ class Context:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def sum_dtype(self) -> torch.dtype:
+        """The dtype of the loop's running sums and reductions: float64, but float32 on Apple's MPS, which has none."""
+        return torch.float32 if self.device.type == "mps" else torch.float64
+
 
 def resolve_device(setting: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
     """``auto`` -> this process's GPU if there is one, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``."""

@@ -319,9 +319,10 @@ def _train(
                 grad_norm = _grad_norm(params)
             # one sync per step: summed over processes, so all of them agree on divergence, and on stopping: the
             # processes' votes to stop (one number per signal, see StopSignals) ride in the same all-reduce
-            local_loss_sum = loss.detach().double() * count if count else loss.new_zeros((), dtype=torch.float64)
-            stacked = torch.stack([local_loss_sum, grad_norm.double(), correct.double()])
-            reduced = distributed.all_reduce_sum(torch.cat([stacked, stop.counts(ctx.device)]), ctx).tolist()
+            sums = ctx.sum_dtype
+            local_loss_sum = loss.detach().to(sums) * count if count else loss.new_zeros((), dtype=sums)
+            stacked = torch.stack([local_loss_sum, grad_norm.to(sums), correct.to(sums)])
+            reduced = distributed.all_reduce_sum(torch.cat([stacked, stop.counts(ctx.device, sums)]), ctx).tolist()
             loss_sum_total, norm_total, correct_total = reduced[:3]
             stop_signal = stop.agreed(reduced[3:])  # the same on every process
             if not (math.isfinite(loss_sum_total) and math.isfinite(norm_total)):
@@ -398,7 +399,7 @@ def _train(
         if epoch + 1 < tc.epochs:
             # a signal during the evaluation or the checkpoint: this epoch's checkpoint is the stopping point; the
             # votes are summed over the processes (one small all-reduce per epoch), so all of them stop here
-            votes = distributed.all_reduce_sum(stop.counts(ctx.device).clone(), ctx)
+            votes = distributed.all_reduce_sum(stop.counts(ctx.device, ctx.sum_dtype).clone(), ctx)
             stop_signal = stop.agreed(votes.tolist())
             if stop_signal is not None:
                 raise interrupted(stop_signal, epoch + 1, 0)
@@ -523,7 +524,7 @@ def evaluate(
     """Loss and metric of ``model`` on ``split`` (each process takes its slice; sums are reduced)."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss * count, correct, count
+    sums = torch.zeros(3, dtype=ctx.sum_dtype, device=ctx.device)  # loss * count, correct, count
     hidden = None
     # this process's slice of every batch, or of `limit` batches (a fixed subset of the split)
     batches = task.eval_batches(split, batch_size, limit=limit, rank=ctx.rank, world_size=ctx.world_size)
@@ -532,7 +533,7 @@ def evaluate(
             continue
         logits, hidden = _forward(model, x.to(ctx.device), hidden, task.stateful)
         loss, correct, count = loss_and_stats(logits, y.to(ctx.device), task.metric)
-        sums += torch.stack([loss.double() * count, correct.double(), loss.new_tensor(count).double()])
+        sums += torch.stack([loss.to(sums.dtype) * count, correct.to(sums.dtype), sums.new_tensor(count)])
     distributed.all_reduce_sum(sums, ctx)
     model.train(was_training)
     loss_sum, correct, count = sums.tolist()

@@ -92,7 +92,8 @@ class TrainingInterrupted(SystemExit):
 class StopSignals:
     """Records the first of ``signals`` instead of acting on it; ``restore`` puts the previous handlers back.
 
-    ``counts(device)`` is this process's vote, one float64 per signal (1 where it was received), for
+    ``counts(device)`` is this process's vote, one number per signal in the
+    loop's sum dtype (1 where it was received), for
     the loop to sum over processes in the all-reduce it makes anyway; ``agreed(summed)`` reads the
     sum back as the signal every process stops on (or ``None``), so all of them stop at the same step.
     """
@@ -134,12 +135,12 @@ class StopSignals:
             self.received = signum
         self.restore()  # a second signal meets the previous behaviour: KeyboardInterrupt, or termination
 
-    def counts(self, device: torch.device) -> Tensor:
+    def counts(self, device: torch.device, dtype: torch.dtype = torch.float64) -> Tensor:
         """This process's vote as a tensor on ``device``; kept between calls, so a step costs no host copy."""
         device = torch.device(device)
         # compared with the device asked for last, not the tensor's: 'cuda' makes a tensor on cuda:0, which differs
-        if self._counts is None or device != self._device:
-            self._counts, self._marked = torch.zeros(len(self.signals), dtype=torch.float64, device=device), False
+        if self._counts is None or device != self._device or dtype != self._counts.dtype:
+            self._counts, self._marked = torch.zeros(len(self.signals), dtype=dtype, device=device), False
             self._device = device
         if self.received is not None and not self._marked:
             self._counts[self.signals.index(self.received)] = 1.0

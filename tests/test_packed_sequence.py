@@ -11,6 +11,9 @@
 * ``lengths=`` beside a packed input is an error. ``dt`` is ``(T,)`` (T the longest sequence),
   ``(B, T)`` in the original batch order, or a ``PackedSequence`` packed like ``x``.
 * The LSTM/GRU wrappers hand a packed input to PyTorch's module unchanged.
+* ``SequenceClassifier`` takes one too: ``readout="last"`` gives ``(B, classes)`` logits in the
+  original batch order from each sequence's last step (the ``lengths=`` path's), ``readout="all"``
+  logits packed like the input.
 """
 
 import pytest
@@ -231,3 +234,35 @@ def test_gpu_backends_run_packed_input_as_the_lengths_path(backend):
     _same_pack(out, expected)
     torch.testing.assert_close(h_n, padded_h_n)
     torch.testing.assert_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("name", ["lipschitz", "cornn", "lstm"])
+@pytest.mark.parametrize(("lengths", "enforce_sorted"), [(UNSORTED, False), (SORTED, True)])
+def test_a_classifier_reads_each_packed_sequence_at_its_last_step(name, lengths, enforce_sorted):
+    model = lr.SequenceClassifier(_build(name, layers=1), 4, dropout=0.2, input_dropout=0.1).double().eval()
+    x = torch.randn(T, len(lengths), P, dtype=torch.float64)
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+
+    logits = model(packed)
+
+    assert logits.shape == (len(lengths), 4)
+    torch.testing.assert_close(logits, model(x, lengths=lengths))
+
+
+def test_a_classifier_with_readout_all_gives_packed_logits():
+    model = lr.SequenceClassifier(_build("lipschitz", layers=1), 4, readout="all").double().eval()
+    x = torch.randn(T, len(UNSORTED), P, dtype=torch.float64)
+    packed = pack_padded_sequence(x, UNSORTED, enforce_sorted=False)
+
+    logits = model(packed)
+
+    _same_pack(logits, pack_padded_sequence(model(x, lengths=UNSORTED), UNSORTED, enforce_sorted=False))
+
+
+def test_a_classifier_trains_on_packed_input_with_dropout():
+    model = lr.SequenceClassifier(_build("lipschitz", layers=1), 4, dropout=0.5, input_dropout=0.5).double().train()
+    packed = pack_padded_sequence(torch.randn(T, 3, P, dtype=torch.float64), [6, 2, 4], enforce_sorted=False)
+
+    model(packed).sum().backward()
+
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ._validation import check_int, check_real, sequence_lengths
 from .registry import Registry
@@ -105,6 +106,11 @@ def init_linear_maps_(model: nn.Module, scheme: str = "xavier_normal") -> nn.Mod
     return model
 
 
+def _on_values(x: Union[Tensor, PackedSequence], function) -> Union[Tensor, PackedSequence]:
+    """``function`` of a tensor, or of a ``PackedSequence``'s values (packed as before)."""
+    return x._replace(data=function(x.data)) if isinstance(x, PackedSequence) else function(x)
+
+
 def _dropout_rate(name: str, rate: float, layer: str) -> float:
     rate = check_real(name, rate, low=0.0, high=1.0)
     if rate == 1.0:
@@ -125,9 +131,17 @@ class SequenceClassifier(nn.Module):
     ``input_dropout``: the same on the input values before the recurrence (on one-hot inputs,
     such as characters, it drops whole tokens); its mask is drawn before the readout's.
 
+    A ``torch.nn.utils.rnn.PackedSequence`` ``x`` works as it does for the layer: with
+    ``readout="last"`` the logits are ``(B, num_classes)`` in the original batch order, from each
+    sequence's last step; with ``readout="all"`` they come packed like ``x``.
+
     >>> model = SequenceClassifier(build_model("lipschitz", 50, 32), 50, readout="all", input_dropout=0.1)
     >>> model(torch.zeros(150, 8, 50)).shape  # (T, B, classes): the RNN is not batch_first
     torch.Size([150, 8, 50])
+    >>> from torch.nn.utils.rnn import pack_sequence
+    >>> x = pack_sequence([torch.zeros(5, 1), torch.zeros(3, 1)])
+    >>> SequenceClassifier(build_model("lipschitz", 1, 32), 10)(x).shape  # one row per sequence
+    torch.Size([2, 10])
     """
 
     def __init__(
@@ -155,30 +169,34 @@ class SequenceClassifier(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
+        x: Union[Tensor, PackedSequence],
         h0: Optional[Any] = None,
         *,
         lengths: Optional[Union[Tensor, Sequence[int]]] = None,
         dt: Optional[Tensor] = None,
         return_state: bool = False,
-    ) -> Union[Tensor, tuple[Tensor, Any]]:
+    ) -> Union[Tensor, PackedSequence, tuple[Union[Tensor, PackedSequence], Any]]:
         kwargs = {"lengths": lengths} if lengths is not None else {}
         if dt is not None:
             kwargs["dt"] = dt
         if self.input_dropout and self.training:
-            x = nn.functional.dropout(x, self.input_dropout, training=True)
+            x = _on_values(x, lambda values: nn.functional.dropout(values, self.input_dropout, training=True))
         output, h_n = self.rnn(x, h0, **kwargs)
         features = output if self.readout == "all" else self._last_output(output, lengths)
         if self.dropout and self.training:
-            features = nn.functional.dropout(features, self.dropout, training=True)
-        logits = self.D(features)
+            features = _on_values(features, lambda values: nn.functional.dropout(values, self.dropout, training=True))
+        logits = _on_values(features, self.D)
         return (logits, h_n) if return_state else logits
 
     def extra_repr(self) -> str:
         rates = {"dropout": self.dropout, "input_dropout": self.input_dropout}
         return ", ".join([f"readout={self.readout!r}"] + [f"{name}={rate}" for name, rate in rates.items() if rate])
 
-    def _last_output(self, output: Tensor, lengths) -> Tensor:
+    def _last_output(self, output: Union[Tensor, PackedSequence], lengths) -> Tensor:
+        if isinstance(output, PackedSequence):  # (B, N) in the original batch order
+            padded, lengths = pad_packed_sequence(output)
+            rows = torch.arange(padded.shape[1], device=padded.device)
+            return padded[(lengths - 1).to(padded.device), rows]
         if output.dim() == 2:  # unbatched (T, N)
             return output[-1]
         time_dim = 1 if self.batch_first else 0

@@ -173,7 +173,7 @@ def peak_memory_mb(entry: Entry, device: torch.device) -> float:
 
 def build_entries(args, device: torch.device, hidden: int, steps: int) -> tuple[list[Entry], list[dict]]:
     batch = args.batch
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(SEED)
     x = torch.randn(steps, batch, INPUT_SIZE, generator=gen).to(device)
     y = torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
     entries, skipped = [], []
@@ -194,7 +194,7 @@ def build_entries(args, device: torch.device, hidden: int, steps: int) -> tuple[
                 }
             )
         for impl in impls:
-            torch.manual_seed(0)
+            torch.manual_seed(SEED)
             rnn = lr.build_model(registered, INPUT_SIZE, hidden, backend=impl, device=device, **kwargs)
             module = lr.SequenceClassifier(rnn, NUM_CLASSES).to(device)
             try:
@@ -206,7 +206,7 @@ def build_entries(args, device: torch.device, hidden: int, steps: int) -> tuple[
             entries.append(Entry(impl, model_name, method, our_engine(impl), module, x, y))
     for impl, (label, make) in BASELINES.items():
         if impl in args.impls:
-            torch.manual_seed(0)
+            torch.manual_seed(SEED)
             module = TorchRNNClassifier(make(hidden), NUM_CLASSES).to(device)
             entries.append(Entry(impl, label, None, baseline_engine(device), module, x, y))
     return entries, skipped
@@ -278,6 +278,10 @@ def device_slug(device: torch.device) -> str:
     return (match.group(1) if match else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")).lower()
 
 
+#: Every benchmark draws its inputs and initial weights after seeding torch with this (recorded in the JSON).
+SEED = 0
+
+
 def git_commit() -> Optional[str]:
     exported = os.environ.get("LIPSCHITZ_RNN_GIT_COMMIT", "").strip()
     if exported:  # as in the harness: a stale .git copied with an exported tree would mislead
@@ -292,12 +296,15 @@ def git_commit() -> Optional[str]:
 
 
 def provenance(device: torch.device, argv: Optional[list[str]], timing: str) -> dict:
-    """What every benchmark's JSON records: commit, torch, device, threads, the command line, the timing."""
+    """What every benchmark's JSON records: commit, date, torch, device, threads, CPUs, seed, command line, timing."""
     return {
         "git_commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
         "device": device_name(device),
         "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "seed": SEED,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "timing": timing,
     }
@@ -317,8 +324,6 @@ def metadata(args, device: torch.device) -> dict:
         **provenance(device, None, timing),
         "python_version": platform.python_version(),
         "device_type": device.type,
-        "cpu_count": os.cpu_count(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "step": "forward + backward + Adam step of SequenceClassifier (last-step readout, 10 classes, input_size 1)",
         "peak_mem_method": (
             "torch.cuda.max_memory_allocated minus memory_allocated before the step"

@@ -29,7 +29,7 @@ import lipschitz_rnn as lr
 from lipschitz_rnn.stability import spectral_numbers, stability_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recurrence import provenance, write_records
+from recurrence import SEED, provenance, write_records
 
 
 def from_report(cell: torch.nn.Module) -> dict[str, float]:
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     records = []
     for n in args.hidden:
         for method in args.methods:
-            torch.manual_seed(0)
+            torch.manual_seed(SEED)
             init_std = args.init_std or float(n)
             with warnings.catch_warnings():  # large weights on purpose, as after training: Euler warns of them
                 warnings.simplefilter("ignore", lr.StepSizeWarning)

@@ -24,7 +24,7 @@ import torch
 import lipschitz_rnn as lr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recurrence import provenance, write_records
+from recurrence import SEED, provenance, write_records
 
 
 def augmented(L: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     method = lr.get_method("exp_euler")
     records = []
     for n in args.hidden:
-        torch.manual_seed(0)
+        torch.manual_seed(SEED)
         cell = lr.LipschitzRNNCell(1, n, method="exp_euler", eps=args.eps, init_std=args.init_std or float(n))
         L = cell.A.detach().to(device)
         impls = {"taylor_squaring": method.step_matrices, "matrix_exp_augmented": augmented}

@@ -66,3 +66,19 @@ def test_the_stability_numbers_benchmark_times_both_routes_and_they_agree(tmp_pa
         assert all(s > 0 for s in record["seconds"].values())
         assert record["max_abs_difference"] < 1e-12  # the same numbers by both routes
     assert written["metadata"]["command"].endswith("--output " + str(out))
+
+
+def test_every_benchmark_json_records_commit_date_device_cpus_seed_and_command():
+    meta = recurrence.provenance(recurrence.torch.device("cpu"), ["--sizes", "128x98"], "perf_counter")
+    assert {
+        "git_commit",
+        "date",
+        "torch_version",
+        "device",
+        "threads",
+        "cpu_count",
+        "seed",
+        "command",
+        "timing",
+    } <= set(meta)
+    assert meta["seed"] == recurrence.SEED and meta["command"].endswith("--sizes 128x98")

@@ -28,6 +28,21 @@ __all__ = ["GRU", "LSTM"]
 
 
 class _TorchRNNMixin:
+    """What the LSTM and GRU wrappers add to PyTorch's module (listed first in their bases, so ``super()`` is it)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        batch_first: bool = False,
+        backend: str = "auto",
+        **kwargs,
+    ):
+        _check_backend(type(self), backend)  # before torch's constructor, whose error would not name the model
+        super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
+
     @property
     def backend(self) -> str:
         """Always ``"auto"``: PyTorch chooses the kernels (cuDNN on a GPU); see :func:`_check_backend`."""
@@ -125,19 +140,6 @@ class LSTM(_TorchRNNMixin, nn.LSTM):
     ``backend="auto"`` only (PyTorch picks the kernels).
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        *,
-        batch_first: bool = False,
-        backend: str = "auto",
-        **kwargs,
-    ):
-        _check_backend(type(self), backend)  # before torch's constructor, whose error would not name the model
-        super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
-
     def forward(
         self,
         x: Union[Tensor, PackedSequence],
@@ -155,19 +157,6 @@ class GRU(_TorchRNNMixin, nn.GRU):
 
     ``backend="auto"`` only (PyTorch picks the kernels).
     """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        *,
-        batch_first: bool = False,
-        backend: str = "auto",
-        **kwargs,
-    ):
-        _check_backend(type(self), backend)  # before torch's constructor, whose error would not name the model
-        super().__init__(input_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
 
     def forward(
         self,

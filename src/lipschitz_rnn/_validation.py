@@ -116,6 +116,26 @@ def check_state(name: str, state: object, expected: tuple[int, ...], x: Tensor, 
     return state
 
 
+def check_packed(x, lengths: object, input_size: Optional[int] = None) -> Tensor:
+    """The values of a ``PackedSequence`` input, ``(sum of lengths, input_size)`` floats; ``lengths`` must be left out.
+
+    Shared by every layer that takes a packed ``x``: the pack already holds each sequence's length. Without
+    ``input_size`` only the values' rank is checked (the caller checks the feature size later).
+    """
+    if lengths is not None:
+        raise ValueError(
+            "lengths cannot be given with a PackedSequence x: the pack already holds each sequence's "
+            "length (its batch_sizes); pass lengths only with a padded tensor"
+        )
+    data = check_floating("x", x.data)
+    if data.dim() != 2 or (input_size is not None and data.shape[-1] != input_size):
+        size = "input_size" if input_size is None else input_size
+        raise ValueError(
+            f"a PackedSequence x must hold data of shape (sum of lengths, {size}), got {tuple(data.shape)}"
+        )
+    return data
+
+
 def sequence_lengths(lengths: Union[Tensor, Sequence[int]], batch: int, steps: int) -> Tensor:
     """Validate ``lengths`` (one positive int per sequence, at most ``steps``) -> int64 CPU tensor."""
     if not isinstance(lengths, Tensor):

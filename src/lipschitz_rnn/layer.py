@@ -36,6 +36,7 @@ from ._validation import (
     check_finite,
     check_floating,
     check_int,
+    check_packed,
     check_real,
     check_state,
     sequence_lengths,
@@ -157,16 +158,7 @@ class RecurrentLayer(nn.Module):
         dt: Optional[Union[Tensor, PackedSequence]],
     ) -> tuple[PackedSequence, Tensor]:
         """Unpad, run the ``lengths`` path time-major, pack the output like ``x``."""
-        if lengths is not None:
-            raise ValueError(
-                "lengths cannot be given with a PackedSequence x: the pack already holds each sequence's "
-                "length (its batch_sizes); pass lengths only with a padded tensor"
-            )
-        data = check_floating("x", x.data)
-        if data.dim() != 2:
-            raise ValueError(
-                f"a PackedSequence x must hold data of shape (sum of lengths, input_size), got {tuple(data.shape)}"
-            )
+        check_packed(x, lengths)  # the feature size is checked on the padded input
         padded, seq_lengths = pad_packed_sequence(x)  # (T, B, p) and lengths, both in the original batch order
         if isinstance(dt, PackedSequence):
             dt = _unpack_dt(dt, seq_lengths)

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .._validation import check_finite, check_floating, check_state, sequence_lengths
+from .._validation import check_finite, check_floating, check_packed, check_state, sequence_lengths
 from ..models import MODELS
 
 __all__ = ["GRU", "LSTM"]
@@ -81,17 +81,7 @@ class _TorchRNNMixin:
 
     def _run_packed(self, run, x: PackedSequence, h0, lengths) -> tuple[PackedSequence, Any]:
         """PyTorch's own packed path; h0 (and h_n) in the original batch order, as in ``nn.RNN``."""
-        if lengths is not None:
-            raise ValueError(
-                "lengths cannot be given with a PackedSequence x: the pack already holds each sequence's "
-                "length (its batch_sizes); pass lengths only with a padded tensor"
-            )
-        data = check_floating("x", x.data)
-        if data.dim() != 2 or data.shape[-1] != self.input_size:
-            raise ValueError(
-                f"a PackedSequence x must hold data of shape (sum of lengths, {self.input_size}), "
-                f"got {tuple(data.shape)}"
-            )
+        data = check_packed(x, lengths, self.input_size)
         check_finite("x", data)
         self.check_input(data, x.batch_sizes)  # the dtype, which torch's LSTM leaves unchecked on a packed input
         if h0 is not None:

@@ -319,10 +319,10 @@ def _train(
                 grad_norm = _grad_norm(params)
             # one sync per step: summed over processes, so all of them agree on divergence, and on stopping: the
             # processes' votes to stop (one number per signal, see StopSignals) ride in the same all-reduce
-            sums = ctx.sum_dtype
-            local_loss_sum = loss.detach().to(sums) * count if count else loss.new_zeros((), dtype=sums)
-            stacked = torch.stack([local_loss_sum, grad_norm.to(sums), correct.to(sums)])
-            reduced = distributed.all_reduce_sum(torch.cat([stacked, stop.counts(ctx.device, sums)]), ctx).tolist()
+            dtype = ctx.sum_dtype
+            local_loss_sum = loss.detach().to(dtype) * count if count else loss.new_zeros((), dtype=dtype)
+            stacked = torch.stack([local_loss_sum, grad_norm.to(dtype), correct.to(dtype)])
+            reduced = distributed.all_reduce_sum(torch.cat([stacked, stop.counts(ctx.device, dtype)]), ctx).tolist()
             loss_sum_total, norm_total, correct_total = reduced[:3]
             stop_signal = stop.agreed(reduced[3:])  # the same on every process
             if not (math.isfinite(loss_sum_total) and math.isfinite(norm_total)):

@@ -119,6 +119,27 @@ def test_a_signal_stops_after_the_current_step_and_resume_is_exact(
     assert_same_run(tmp_path / "whole", cut)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda-bptt"])
+def test_on_a_gpu_a_signal_stops_after_the_current_step_and_resume_is_exact(
+    tmp_path, previous_handlers, signal_at, backend
+):
+    # the vote tensor and the loop's sums live on the GPU ('cuda' names cuda:0); the fused backends are
+    # deterministic, so the stopped-and-resumed run must end bit-identical to the whole one there too
+    config = write_config(tmp_path)
+    overrides = [*OVERRIDES, "train.device=cuda", f"train.backend={backend}"]
+    assert main(["train", str(config), *overrides, "--out", str(tmp_path / "whole")]) == 0
+    cut = tmp_path / "cut"
+    signal_at(14, ["SIGTERM"])
+    assert main(["train", str(config), *overrides, "--out", str(cut)]) == 143
+    signal_at.restore()
+    assert_handlers_are(previous_handlers)
+    assert state_of(cut)["global_step"] == 14
+    assert main(["train", "--resume", str(cut)]) == 0
+    assert "resumed at epoch 2, step 6" in log_of(cut)
+    assert_same_run(tmp_path / "whole", cut)
+
+
 def test_a_signal_in_the_last_step_of_an_epoch_stops_before_its_evaluation_and_resumes_exactly(
     tmp_path, previous_handlers, signal_at
 ):

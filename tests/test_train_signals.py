@@ -323,6 +323,7 @@ def test_two_processes_stop_at_the_same_step_when_only_one_receives_the_signal(t
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 10)
     resume = f"resume with: torchrun --nproc_per_node=2 -m lipschitz_rnn train --resume {cut}"
     assert "stopped by SIGTERM at epoch 2, step 2 of 8 (global step 10)" in log_of(cut) and resume in log_of(cut)
+    assert err.count("lipschitz-rnn train: stopped by SIGTERM") == 1  # printed by process 0 alone
 
 
 @pytest.mark.slow

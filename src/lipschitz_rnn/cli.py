@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -122,7 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
     except TrainingInterrupted as exc:  # logged; 128 + the signal's number, as a shell reports a signalled process
-        print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
+        # under torchrun every process stops at the same step with the same message: process 0 prints it
+        if os.environ.get("RANK", "0") == "0":
+            print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
         return exc.code
 
 

@@ -10,7 +10,8 @@ run's resolved ``config.toml`` is compared with the first run's: a run whose set
 anything but ``train.seed``, ``experiment.name`` and the ``[log]`` section stops the script, so the
 pool is one command's seeds and nothing else. Printed: each seed's test metric at its best-validation
 epoch (what the tables report), its best validation and that epoch; then each directory's mean ± sample
-std and the pooled mean ± std, minimum, maximum and how many seeds reach ``--target`` and ``--paper``.
+std and the pooled mean ± std, minimum, maximum and how many seeds reach ``--target`` and ``--paper``
+(at or above them for accuracy, at or below for a metric where lower is better, such as bits per character).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ ALLOWED = ("train.seed=", "experiment.name=")
 
 
 def seed_runs(directory: Path) -> list[Path]:
-    runs = sorted((p for p in directory.glob("seed*") if (p / "summary.json").is_file()), key=lambda p: p.name)
+    runs = [p for p in directory.glob("seed*") if (p / "summary.json").is_file()]
+    runs.sort(key=lambda p: (len(p.name), p.name))  # seed2 before seed10
     if not runs:
         raise SystemExit(f"{directory}: no seed*/summary.json")
     return runs
@@ -85,11 +87,13 @@ def spread(directories: list[Path], target: Optional[float] = None, paper: Optio
         raise SystemExit("the same seed appears twice: pool runs of different seeds only")
     values = [s["test_best_val"] for s in seeds]
     pooled = _stats(values)
+    higher = json.loads((first / "summary.json").read_text())["higher_is_better"]
     for name, bound in (("target", target), ("paper", paper)):
         if bound is not None:
-            pooled[f"at_or_above_{name}"] = sum(v >= bound for v in values)
+            pooled[f"reaching_{name}"] = sum((v >= bound) if higher else (v <= bound) for v in values)
     return {
         "metric": json.loads((first / "summary.json").read_text())["metric"],
+        "higher_is_better": higher,
         "target": target,
         "paper": paper,
         "seeds": seeds,
@@ -101,8 +105,8 @@ def spread(directories: list[Path], target: Optional[float] = None, paper: Optio
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="experiment directories (results/<experiment>)")
-    parser.add_argument("--target", type=float, help="count the seeds at or above this")
-    parser.add_argument("--paper", type=float, help="the paper's number: count the seeds at or above it")
+    parser.add_argument("--target", type=float, help="count the seeds that reach this")
+    parser.add_argument("--paper", type=float, help="the paper's number: count the seeds that reach it")
     parser.add_argument("--json", type=Path, help="write the numbers here too")
     args = parser.parse_args(argv)
     result = spread(args.dirs, args.target, args.paper)
@@ -115,9 +119,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"  {name}: {_pm(stats)} over {stats['n']} seeds")
     pooled = result["pooled"]
     print(f"  pooled: {_pm(pooled)} over {pooled['n']} seeds, min {pooled['min']:.2f}, max {pooled['max']:.2f}")
+    side = "at or above" if result["higher_is_better"] else "at or below"
     for name in ("target", "paper"):
         if result[name] is not None:
-            print(f"  seeds at or above the {name} {result[name]}: {pooled[f'at_or_above_{name}']} of {pooled['n']}")
+            print(f"  seeds {side} the {name} {result[name]}: {pooled[f'reaching_{name}']} of {pooled['n']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

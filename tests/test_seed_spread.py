@@ -26,12 +26,13 @@ seed = {seed}
 """
 
 
-def _run(root: Path, name: str, seed: int, test: float, overrides=(), status="completed") -> None:
+def _run(root: Path, name: str, seed: int, test: float, overrides=(), status="completed", higher=True) -> None:
     run = root / name / f"seed{seed}"
     run.mkdir(parents=True)
     cfg = parse_config(CONFIG.format(name=name, seed=seed), list(overrides))
     (run / "config.toml").write_text(to_toml(cfg))
-    summary = {"status": status, "seed": seed, "metric": "accuracy", "test_best_val": test, "val_best": test + 0.5}
+    summary = {"status": status, "seed": seed, "metric": "accuracy", "higher_is_better": higher}
+    summary |= {"test_best_val": test, "val_best": test + 0.5}
     (run / "summary.json").write_text(json.dumps({**summary, "best_epoch": 2, "epochs": 2}))
 
 
@@ -49,8 +50,19 @@ def test_seeds_of_one_command_pool_across_experiment_names(tmp_path, capsys):
     pooled = result["pooled"]
     assert (pooled["n"], pooled["min"], pooled["max"]) == (5, 95.5, 96.1)
     assert pooled["mean"] == pytest.approx(95.74) and pooled["std"] == pytest.approx(0.2302, abs=1e-4)
-    assert pooled["at_or_above_target"] == 1 and "at_or_above_paper" not in pooled
-    assert "pooled: 95.74 ± 0.23 over 5 seeds, min 95.50, max 96.10" in capsys.readouterr().out
+    assert pooled["reaching_target"] == 1 and "reaching_paper" not in pooled
+    out = capsys.readouterr().out
+    assert "pooled: 95.74 ± 0.23 over 5 seeds, min 95.50, max 96.10" in out
+    assert "seeds at or above the target 96.0: 1 of 5" in out
+
+
+def test_a_lower_is_better_metric_counts_the_seeds_at_or_below_a_bound(tmp_path, capsys):
+    for seed, bpc in [(0, 1.39), (1, 1.41), (2, 1.43), (10, 1.40)]:
+        _run(tmp_path, "ptb", seed, bpc, higher=False)
+    # numbered, not alphabetical: seed2 before seed10
+    result = seed_spread.spread([tmp_path / "ptb"], target=1.42, paper=1.40)
+    assert [s["seed"] for s in result["seeds"]] == [0, 1, 2, 10]
+    assert (result["pooled"]["reaching_target"], result["pooled"]["reaching_paper"]) == (3, 2)
 
 
 @pytest.mark.parametrize(

@@ -87,12 +87,13 @@ def spread(directories: list[Path], target: Optional[float] = None, paper: Optio
         raise SystemExit("the same seed appears twice: pool runs of different seeds only")
     values = [s["test_best_val"] for s in seeds]
     pooled = _stats(values)
-    higher = json.loads((first / "summary.json").read_text())["higher_is_better"]
+    first_summary = json.loads((first / "summary.json").read_text())
+    higher = first_summary["higher_is_better"]
     for name, bound in (("target", target), ("paper", paper)):
         if bound is not None:
             pooled[f"reaching_{name}"] = sum((v >= bound) if higher else (v <= bound) for v in values)
     return {
-        "metric": json.loads((first / "summary.json").read_text())["metric"],
+        "metric": first_summary["metric"],
         "higher_is_better": higher,
         "target": target,
         "paper": paper,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -97,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .data.sources import MissingDataError
     from .train import CheckpointError, ConfigError, RunDirError, TrainingDiverged, TrainingInterrupted
+    from .train.distributed import env_rank
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_DIVERGED
     except TrainingInterrupted as exc:  # logged; 128 + the signal's number, as a shell reports a signalled process
         # under torchrun every process stops at the same step with the same message: process 0 prints it
-        if os.environ.get("RANK", "0") == "0":
+        if env_rank() == 0:
             print(f"lipschitz-rnn train: {exc}", file=sys.stderr)
         return exc.code
 

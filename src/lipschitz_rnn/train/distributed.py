@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["Context", "resolve_device", "setup"]
+__all__ = ["Context", "env_rank", "resolve_device", "setup"]
 
 
 @dataclass
@@ -66,10 +66,15 @@ def resolve_device(setting: str, local_rank: int = 0, world_size: int = 1) -> to
     return torch.device(setting)
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun sets it (``RANK``); 0 for a single process."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device_setting: str) -> Context:
     """The process's rank, world size and device; joins the process group under torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = env_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_setting, local_rank, world_size)
     if world_size > 1 and not dist.is_initialized():

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ._autocast import autocast_active, from_autocast
 from ._validation import (
     check_bool,
     check_dtype_matches,
@@ -175,6 +176,16 @@ class RecurrentLayer(nn.Module):
         batch_first: bool,
     ) -> tuple[Tensor, Tensor]:
         x = check_floating("x", x)
+        if autocast_active(x.device.type):  # the recurrence runs in the parameters' dtype: see _autocast.py
+            dtype = _dtype(self)
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward_padded(
+                    from_autocast(x, dtype),
+                    from_autocast(h0, dtype),
+                    lengths,
+                    from_autocast(dt, dtype),
+                    batch_first=batch_first,
+                )
         if x.dim() not in (2, 3):
             raise ValueError(
                 "x must have shape (T, B, input_size), (B, T, input_size) with batch_first, "

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .._autocast import autocast_active, from_autocast
 from .._validation import check_dtype_matches, check_eps, check_finite, check_floating, check_int
 from ..integrators import Method, get_method
 from ..registry import Registry
@@ -89,6 +90,10 @@ class RecurrentCell(nn.Module):
             dt: time increment scaling the step size (a float or a ``(B,)`` tensor).
         """
         x = check_floating("x", x)
+        if autocast_active(x.device.type):  # the step runs in the parameters' dtype: see _autocast.py
+            dtype = self._param_dtype()
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(from_autocast(x, dtype), from_autocast(h, dtype), from_autocast(dt, dtype))
         unbatched = x.dim() == 1
         if x.dim() not in (1, 2):
             raise ValueError(f"x must have shape (batch, input_size) or (input_size,), got {tuple(x.shape)}")

@@ -4,13 +4,19 @@
 
     x       (T, B, input_size), or (B, T, input_size) with batch_first, or unbatched (T, input_size),
             or a ``torch.nn.utils.rnn.PackedSequence`` (then ``output`` is one too)
-    h0      (num_layers, B, state_size), or (num_layers, state_size) for unbatched input
-    output  (T, B, hidden_size): the last layer's output at every step (zero past ``lengths``)
-    h_n     (num_layers, B, state_size): each layer's state at each sequence's last step
+    h0      (num_layers * D, B, state_size), or (num_layers * D, state_size) for unbatched input
+    output  (T, B, D * hidden_size): the last layer's output at every step (zero past ``lengths``)
+    h_n     (num_layers * D, B, state_size): each layer's state at each sequence's last step
     lengths (B,) ints: valid steps per sequence, for variable-length batches
     dt      (T,) or (B, T): per-step time increment that scales the step size (continuous cells)
 
 ``state_size`` equals ``hidden_size`` for every cell but second-order ones (coRNN: 2N).
+``D`` is 2 with ``bidirectional=True``, else 1. As in ``nn.RNN``, the reverse direction has cells
+of its own (``reverse_cells``) that read each sequence from its last valid step to its first;
+its outputs are laid beside the forward ones (``output[..., hidden_size:]``) at the time index of
+the input they have just read, so at index 0 they have seen the whole sequence; ``h0`` and ``h_n``
+list layer 0 forward, layer 0 reverse, layer 1 forward, ... A step keeps its own ``dt`` in either
+direction. Each direction runs the selected backend's scan, so the fused kernels serve both.
 
 A ``PackedSequence`` ``x`` behaves as in ``nn.RNN``: ``output`` is packed with ``x``'s
 ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices``; ``h0`` and ``h_n`` are in the
@@ -73,6 +79,7 @@ class RecurrentLayer(nn.Module):
         *,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         backend: str = "auto",
         check_inputs: bool = True,
         device: Optional[Union[str, torch.device]] = None,
@@ -87,16 +94,27 @@ class RecurrentLayer(nn.Module):
         self.dropout = check_real("dropout", dropout, low=0.0, high=1.0)
         self.backend = backend
         self.check_inputs = check_bool("check_inputs", check_inputs)
-        self.cells = nn.ModuleList(
-            self.cell_class(
-                input_size if layer == 0 else hidden_size,
-                hidden_size,
-                device=device,
-                dtype=dtype,
-                **cell_kwargs,
+        self.bidirectional = check_bool("bidirectional", bidirectional)
+
+        def layer_cells() -> nn.ModuleList:
+            return nn.ModuleList(
+                self.cell_class(
+                    input_size if layer == 0 else hidden_size * self.num_directions,
+                    hidden_size,
+                    device=device,
+                    dtype=dtype,
+                    **cell_kwargs,
+                )
+                for layer in range(num_layers)
             )
-            for layer in range(num_layers)
-        )
+
+        self.cells = layer_cells()  # the forward direction, one cell per layer
+        if self.bidirectional:
+            self.reverse_cells = layer_cells()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
     @property
     def backend(self) -> str:
@@ -212,12 +230,21 @@ class RecurrentLayer(nn.Module):
                 raise ValueError("lengths needs batched input (one length per sequence)")
             lengths = sequence_lengths(lengths, batch, steps)
 
+        reverse = _Reversal(steps, lengths, x.device) if self.bidirectional else None
         layer_input = x
         finals = []
-        for index, cell in enumerate(self.cells):
-            backend = resolve_backend(self.backend, cell, layer_input, step_scale, lengths)
-            layer_input, h_last = backend.scan(cell, layer_input, h0[index], step_scale, lengths)
-            finals.append(h_last)
+        for index in range(self.num_layers):
+            outputs = []
+            for direction, cells in enumerate(self._direction_cells()):
+                flip = reverse if direction else _unchanged
+                cell, sequence, scale = cells[index], flip(layer_input), flip(step_scale)
+                backend = resolve_backend(self.backend, cell, sequence, scale, lengths)
+                direction_output, h_last = backend.scan(
+                    cell, sequence, h0[index * self.num_directions + direction], scale, lengths
+                )
+                outputs.append(flip(direction_output))
+                finals.append(h_last)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout and self.training and index < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         output, h_n = layer_input, torch.stack(finals)
@@ -228,11 +255,14 @@ class RecurrentLayer(nn.Module):
             output = output.transpose(0, 1)
         return output, h_n
 
+    def _direction_cells(self) -> list[nn.ModuleList]:
+        return [self.cells, self.reverse_cells] if self.bidirectional else [self.cells]
+
     def _initial_state(self, h0: Optional[Tensor], x: Tensor, unbatched: bool) -> Tensor:
-        batch = x.shape[1]
+        batch, layers = x.shape[1], self.num_layers * self.num_directions
         if h0 is None:
-            return x.new_zeros(self.num_layers, batch, self.state_size)
-        expected = (self.num_layers, self.state_size) if unbatched else (self.num_layers, batch, self.state_size)
+            return x.new_zeros(layers, batch, self.state_size)
+        expected = (layers, self.state_size) if unbatched else (layers, batch, self.state_size)
         h0 = check_state("h0", h0, expected, x, finite=self.check_inputs)
         return h0.unsqueeze(1) if unbatched else h0
 
@@ -269,8 +299,36 @@ class RecurrentLayer(nn.Module):
             parts.append("batch_first=True")
         if self.dropout:
             parts.append(f"dropout={self.dropout}")
+        if self.bidirectional:
+            parts.append("bidirectional=True")
         parts.append(f"backend={self.backend!r}")
         return ", ".join(parts)
+
+
+class _Reversal:
+    """Reverses each sequence of a time-major ``(T, B, ...)`` tensor within its valid steps.
+
+    Without lengths, the time axis; with them, step ``t < len`` goes to ``len - 1 - t`` and the
+    padding stays in place (the scans write zeros there). Applying it twice gives the input back.
+    """
+
+    def __init__(self, steps: int, lengths: Optional[Tensor], device: torch.device) -> None:
+        self.index: Optional[Tensor] = None
+        if lengths is not None:
+            t = torch.arange(steps).unsqueeze(1)
+            self.index = torch.where(t < lengths, lengths - 1 - t, t).to(device)  # (T, B)
+
+    def __call__(self, values: Optional[Tensor]) -> Optional[Tensor]:
+        if values is None:
+            return None
+        if self.index is None:
+            return values.flip(0)
+        index = self.index.view(*self.index.shape, *([1] * (values.dim() - 2)))
+        return values.gather(0, index.expand_as(values))
+
+
+def _unchanged(values: Optional[Tensor]) -> Optional[Tensor]:
+    return values
 
 
 def _dtype(module: nn.Module) -> torch.dtype:

@@ -122,8 +122,9 @@ class SequenceClassifier(nn.Module):
     """A recurrent layer with a linear readout ``y = D h + d`` (the paper's D).
 
     ``readout="last"``: logits ``(B, num_classes)`` from each sequence's last valid step
-    (classification). ``readout="all"``: logits at every step, laid out like the RNN's
-    output (sequence modelling, e.g. next-character prediction).
+    (classification); for a bidirectional RNN, from the forward direction's last valid step and
+    the reverse direction's first (each direction's final state). ``readout="all"``: logits at
+    every step, laid out like the RNN's output (sequence modelling, e.g. next-character prediction).
 
     ``dropout``: in training, zero each hidden value that the readout sees with this
     probability (scaling the rest by 1 / (1 − p)), a regulariser that leaves the recurrence
@@ -161,7 +162,8 @@ class SequenceClassifier(nn.Module):
         self.num_classes = check_int("num_classes", num_classes)
         self.dropout = _dropout_rate("dropout", dropout, "the readout")
         self.input_dropout = _dropout_rate("input_dropout", input_dropout, "the RNN")
-        self.D = nn.Linear(rnn.hidden_size, num_classes)
+        self.directions = 2 if getattr(rnn, "bidirectional", False) else 1
+        self.D = nn.Linear(rnn.hidden_size * self.directions, num_classes)
 
     @property
     def batch_first(self) -> bool:
@@ -193,16 +195,25 @@ class SequenceClassifier(nn.Module):
         return ", ".join([f"readout={self.readout!r}"] + [f"{name}={rate}" for name, rate in rates.items() if rate])
 
     def _last_output(self, output: Union[Tensor, PackedSequence], lengths) -> Tensor:
+        """Each sequence's final features: its last valid step's, and for a bidirectional RNN the reverse
+        direction's half from step 0 (where that direction ends)."""
         if isinstance(output, PackedSequence):  # (B, N) in the original batch order
             padded, lengths = pad_packed_sequence(output)
             rows = torch.arange(padded.shape[1], device=padded.device)
-            return padded[(lengths - 1).to(padded.device), rows]
+            return self._with_reverse_half(padded[(lengths - 1).to(padded.device), rows], padded[0])
         if output.dim() == 2:  # unbatched (T, N)
-            return output[-1]
+            return self._with_reverse_half(output[-1], output[0])
         time_dim = 1 if self.batch_first else 0
+        first = output.select(time_dim, 0)
         if lengths is None:
-            return output.select(time_dim, -1)
+            return self._with_reverse_half(output.select(time_dim, -1), first)
         steps, batch = output.shape[time_dim], output.shape[1 - time_dim]
         last = (sequence_lengths(lengths, batch, steps) - 1).to(output.device)
         rows = torch.arange(batch, device=output.device)
-        return output[rows, last] if self.batch_first else output[last, rows]
+        return self._with_reverse_half(output[rows, last] if self.batch_first else output[last, rows], first)
+
+    def _with_reverse_half(self, last: Tensor, first: Tensor) -> Tensor:
+        if self.directions == 1:
+            return last
+        half = last.shape[-1] // 2
+        return torch.cat([last[..., :half], first[..., half:]], dim=-1)

@@ -18,6 +18,8 @@ A task owns its data in memory and hands out batches in a reproducible order:
   evaluation reads: all of them, or with ``limit`` a part of the split (``train.limit_eval_batches``).
 * ``stateful`` tasks (truncated BPTT over one long stream) expect the caller to carry the
   hidden state from one batch to the next within an epoch.
+* ``causal`` tasks have per-step targets that are later inputs (next-token prediction): a model
+  must not read ahead, so the harness refuses a bidirectional RNN for them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class SequenceTask:
     source: str  # data source label for reports, e.g. "CIFAR-10 (JPEG q75 copy)"
     info: dict[str, Any] = field(default_factory=dict)  # protocol choices: permutation, split seed, ...
     stateful: bool = False
+    causal: bool = False  # step t's target is a later input: no bidirectional model
     sizes: dict[str, int] = field(default_factory=dict)  # samples (or tokens) per split
 
     # Where a task may build its batches (None: the CPU). The harness sets the run's device, so

@@ -110,6 +110,7 @@ class CharStreamTask(SequenceTask):
             readout="all",
             source=source,
             stateful=True,
+            causal=True,
             sizes={split: len(stream) for split, stream in streams.items()},
         )
         self.bptt = bptt

@@ -434,6 +434,11 @@ def build_model_for_task(cfg: Config, task: SequenceTask) -> SequenceClassifier:
         **backend_option(cfg),
         **cfg.model.options,
     )
+    if task.causal and getattr(rnn, "bidirectional", False):
+        raise ValueError(
+            f"model.bidirectional = true on the {task.name!r} task: its step t's target is a later input "
+            "(next-token prediction), which the reverse direction would read; train it unidirectional"
+        )
     model = SequenceClassifier(
         rnn,
         task.num_classes,

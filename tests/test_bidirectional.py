@@ -234,3 +234,14 @@ def test_on_a_gpu_the_fast_backends_run_both_directions_as_the_reference(name, b
     assert got.keys() == expected.keys()
     errors = {key: float((got[key] - expected[key]).norm() / expected[key].norm()) for key in expected}
     assert max(errors.values()) < 1e-5, errors
+
+
+def test_the_stability_tools_certify_the_reverse_cells_too():
+    rnn = lr.build_model("lipschitz", 3, 6, 2, bidirectional=True, beta=1.0, gamma=0.5)
+    with torch.no_grad():
+        rnn.reverse_cells[1].M_A.normal_()  # β = 1: A = M − Mᵀ − γI, so λ_max(A_sym) = −γ whatever M is
+    cells = lr.stability.certified_cells(lr.SequenceClassifier(rnn, 4))
+    assert list(cells) == ["layer0", "layer1", "layer0_reverse", "layer1_reverse"]
+    assert cells["layer1_reverse"] is rnn.reverse_cells[1]
+    reports = lr.stability_reports(rnn)
+    assert round(reports["layer1_reverse"].lambda_max_A_sym, 6) == -0.5

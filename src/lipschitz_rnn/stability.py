@@ -390,14 +390,19 @@ def certified_cells(model: nn.Module) -> dict[str, nn.Module]:
     """The Lipschitz and AntisymmetricRNN cells of a model, by layer: ``{"layer0": cell, ...}``.
 
     ``model`` is a recurrent layer with ``cells`` (``LipschitzRNN``, ``AntisymmetricRNN``) or a model
-    holding one as ``.rnn`` (``SequenceClassifier``); cells of other kinds (an LSTM) are left out.
+    holding one as ``.rnn`` (``SequenceClassifier``); cells of other kinds (an LSTM) are left out. A
+    bidirectional layer's reverse cells follow as ``"layer0_reverse", ...`` (``nn.RNN``'s suffix).
     """
     from .cells.antisymmetric import AntisymmetricRNNCell
     from .cells.lipschitz import LipschitzRNNCell
 
-    cells = getattr(getattr(model, "rnn", model), "cells", [])
-    certified = [cell for cell in cells if isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))]
-    return {f"layer{i}": cell for i, cell in enumerate(certified)}
+    layer = getattr(model, "rnn", model)
+    found = {}
+    for attribute, suffix in (("cells", ""), ("reverse_cells", "_reverse")):
+        cells = getattr(layer, attribute, [])
+        certified = [cell for cell in cells if isinstance(cell, (LipschitzRNNCell, AntisymmetricRNNCell))]
+        found.update({f"layer{i}{suffix}": cell for i, cell in enumerate(certified)})
+    return found
 
 
 def stability_reports(model: nn.Module, num_diagonal_samples: int = 32) -> dict[str, StabilityReport]:

@@ -30,7 +30,7 @@ from ..integrators import ExplicitRK
 from ..layer import RecurrentLayer
 from ..models import MODELS
 from ..parametrizations import SymmetricSkew
-from .base import ODECell, init_param
+from .base import ODECell, init_param, joined, register_bias
 
 __all__ = ["AntisymmetricRNN", "AntisymmetricRNNCell"]
 
@@ -59,10 +59,12 @@ class AntisymmetricRNNCell(ODECell):
         init_std: float = 1.0,
         gated: bool = False,
         method: Union[str, ExplicitRK] = "euler",
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size, eps=eps, method=method)
+        self.bias = check_bool("bias", bias)
         self.parametrize_W = SymmetricSkew(beta=1.0, gamma=gamma)
         self.init_std = check_real("init_std", init_std, low=0.0)
         self.gated = check_bool("gated", gated)
@@ -70,10 +72,10 @@ class AntisymmetricRNNCell(ODECell):
         N, p = hidden_size, input_size
         self.M = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        self.b = init_param(N, factory=factory)
+        register_bias(self, "b", N, self.bias, factory)
         if self.gated:
             self.U_g = init_param(N, p, factory=factory)
-            self.b_g = init_param(N, factory=factory)
+            register_bias(self, "b_g", N, self.bias, factory)
         self.reset_parameters()
         self.warn_if_step_unstable(self.W, "W")
 
@@ -82,7 +84,8 @@ class AntisymmetricRNNCell(ODECell):
             nn.init.normal_(self.M, 0.0, self.init_std / self.hidden_size**0.5)
             for U, b in [(self.U, self.b)] + ([(self.U_g, self.b_g)] if self.gated else []):
                 nn.init.normal_(U, 0.0, 1.0 / self.input_size**0.5)
-                nn.init.zeros_(b)
+                if b is not None:
+                    nn.init.zeros_(b)
 
     @property
     def gamma(self) -> float:
@@ -95,7 +98,7 @@ class AntisymmetricRNNCell(ODECell):
 
     def project_input(self, x: Tensor) -> Tensor:
         if self.gated:
-            return nn.functional.linear(x, torch.cat([self.U, self.U_g]), torch.cat([self.b, self.b_g]))
+            return nn.functional.linear(x, torch.cat([self.U, self.U_g]), joined(self.b, self.b_g))
         return nn.functional.linear(x, self.U, self.b)
 
     def recurrent_weights(self) -> tuple[Tensor]:
@@ -113,7 +116,7 @@ class AntisymmetricRNNCell(ODECell):
         return torch.sigmoid(z + u_gate) * torch.tanh(z + u)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, gamma={self.gamma}, gated={self.gated}"
+        return f"{super().extra_repr()}, gamma={self.gamma}, gated={self.gated}" + ("" if self.bias else ", bias=False")
 
 
 @MODELS.register("antisymmetric", "antisymmetric_rnn", "asymrnn", "asr")

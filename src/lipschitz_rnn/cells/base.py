@@ -23,7 +23,7 @@ from .._validation import check_dtype_matches, check_eps, check_finite, check_fl
 from ..integrators import Method, get_method
 from ..registry import Registry
 
-__all__ = ["ACTIVATIONS", "ODECell", "RecurrentCell", "StepSizeWarning"]
+__all__ = ["ACTIVATIONS", "ODECell", "RecurrentCell", "StepSizeWarning", "joined", "register_bias"]
 
 StepSize = Union[float, Tensor]
 
@@ -202,6 +202,17 @@ class ODECell(RecurrentCell):
 def init_param(*shape: int, factory: dict[str, Any]) -> nn.Parameter:
     """An uninitialised parameter on the requested device/dtype (filled by the caller)."""
     return nn.Parameter(torch.empty(*shape, **factory))
+
+
+def register_bias(cell: nn.Module, name: str, size: int, enabled: bool, factory: dict[str, Any]) -> None:
+    """``cell.<name>``: an uninitialised bias of ``size`` entries, or ``None`` when not ``enabled``
+    (``bias=False``, as ``nn.RNN`` and ``nn.Linear`` take it: the input map is then ``U x`` alone)."""
+    cell.register_parameter(name, init_param(size, factory=factory) if enabled else None)
+
+
+def joined(*biases: Optional[Tensor]) -> Optional[Tensor]:
+    """The biases of several input maps side by side, or ``None`` for a cell without biases."""
+    return None if biases[0] is None else torch.cat(biases)
 
 
 def linear_init_(weight: Tensor, bias: Optional[Tensor]) -> None:

@@ -18,10 +18,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_eps, check_real
+from .._validation import check_bool, check_eps, check_real
 from ..layer import RecurrentLayer
 from ..models import MODELS
-from .base import RecurrentCell, StepSize, init_param, linear_init_
+from .base import RecurrentCell, StepSize, init_param, linear_init_, register_bias
 
 __all__ = ["CoRNN", "CoRNNCell"]
 
@@ -39,10 +39,12 @@ class CoRNNCell(RecurrentCell):
         eps: float = 0.042,
         gamma: float = 2.7,
         damping: float = 4.7,
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size)
+        self.bias = check_bool("bias", bias)
         self.eps = check_eps("eps", eps)
         self.gamma = check_real("gamma", gamma, low=0.0)
         self.damping = check_real("damping", damping, low=0.0)
@@ -51,7 +53,7 @@ class CoRNNCell(RecurrentCell):
         self.W = init_param(N, N, factory=factory)
         self.W_z = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        self.b = init_param(N, factory=factory)
+        register_bias(self, "b", N, self.bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -82,7 +84,9 @@ class CoRNNCell(RecurrentCell):
         return state[..., : self.hidden_size]
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, eps={self.eps}, gamma={self.gamma}, damping={self.damping}"
+        return f"{self.input_size}, {self.hidden_size}, eps={self.eps}, gamma={self.gamma}, damping={self.damping}" + (
+            "" if self.bias else ", bias=False"
+        )
 
 
 @MODELS.register("cornn", "coupled_oscillatory")

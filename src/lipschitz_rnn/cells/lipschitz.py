@@ -43,7 +43,7 @@ from ..integrators import Method
 from ..layer import RecurrentLayer
 from ..models import MODELS
 from ..parametrizations import SymmetricSkew
-from .base import ACTIVATIONS, ODECell, init_param, linear_init_
+from .base import ACTIVATIONS, ODECell, init_param, joined, linear_init_, register_bias
 
 __all__ = ["LipschitzRNN", "LipschitzRNNCell"]
 
@@ -99,10 +99,12 @@ class LipschitzRNNCell(ODECell):
         alpha: float = 1.0,
         gated: bool = False,
         nonlinearity: str = "tanh",
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size, eps=eps, method=method)
+        self.bias = check_bool("bias", bias)
         self.parametrize_A = _symmetric_skew("A", beta, gamma, beta_A, gamma_A)
         self.parametrize_W = _symmetric_skew("W", beta, gamma, beta_W, gamma_W)
         self.init_std = check_real("init_std", init_std, low=0.0)
@@ -121,10 +123,10 @@ class LipschitzRNNCell(ODECell):
         self.M_A = init_param(N, N, factory=factory)
         self.M_W = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        self.b = init_param(N, factory=factory)
+        register_bias(self, "b", N, self.bias, factory)
         if self.gated:
             self.U_g = init_param(N, p, factory=factory)
-            self.b_g = init_param(N, factory=factory)
+            register_bias(self, "b_g", N, self.bias, factory)
         self.reset_parameters()
         self.warn_if_step_unstable(self.alpha * self.A, "alpha*A")
 
@@ -167,7 +169,7 @@ class LipschitzRNNCell(ODECell):
     # -- recurrence ----------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:
         if self.gated:
-            return nn.functional.linear(x, torch.cat([self.U, self.U_g]), torch.cat([self.b, self.b_g]))
+            return nn.functional.linear(x, torch.cat([self.U, self.U_g]), joined(self.b, self.b_g))
         return nn.functional.linear(x, self.U, self.b)
 
     def recurrent_weights(self) -> tuple[Tensor, ...]:
@@ -204,6 +206,7 @@ class LipschitzRNNCell(ODECell):
         return (
             f"{super().extra_repr()}, beta_A={self.beta_A}, gamma_A={self.gamma_A}, "
             f"beta_W={self.beta_W}, gamma_W={self.gamma_W}, alpha={self.alpha}, gated={self.gated}"
+            + ("" if self.bias else ", bias=False")
         )
 
 

@@ -17,11 +17,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int
+from .._validation import check_bool, check_int
 from ..layer import RecurrentLayer
 from ..models import MODELS
 from ..parametrizations import CayleyOrthogonal, ExpOrthogonal
-from .base import RecurrentCell, StepSize, init_param, linear_init_
+from .base import RecurrentCell, StepSize, init_param, linear_init_, register_bias
 
 __all__ = ["CayleyRNN", "CayleyRNNCell", "ExpRNN", "ExpRNNCell"]
 
@@ -36,10 +36,12 @@ class _OrthogonalRNNCell(RecurrentCell):
         parametrize_W: nn.Module,
         max_angle: float,
         nonlinearity: str,
+        bias: bool,
         device: Optional[Union[str, torch.device]],
         dtype: Optional[torch.dtype],
     ) -> None:
         super().__init__(input_size, hidden_size)
+        self.bias = check_bool("bias", bias)
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -49,7 +51,7 @@ class _OrthogonalRNNCell(RecurrentCell):
         N, p = hidden_size, input_size
         self.M = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        self.b = init_param(N, factory=factory)
+        register_bias(self, "b", N, self.bias, factory)
         if nonlinearity == "modrelu":
             self.modrelu_bias = init_param(N, factory=factory)
         self.reset_parameters()
@@ -101,6 +103,7 @@ class CayleyRNNCell(_OrthogonalRNNCell):
         *,
         num_negative: int = 0,
         nonlinearity: str = "tanh",
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -111,6 +114,7 @@ class CayleyRNNCell(_OrthogonalRNNCell):
             CayleyOrthogonal(hidden_size, num_negative),
             math.pi / 2,
             nonlinearity,
+            bias,
             device,
             dtype,
         )
@@ -129,10 +133,11 @@ class ExpRNNCell(_OrthogonalRNNCell):
         hidden_size: int,
         *,
         nonlinearity: str = "tanh",
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(input_size, hidden_size, ExpOrthogonal(), math.pi, nonlinearity, device, dtype)
+        super().__init__(input_size, hidden_size, ExpOrthogonal(), math.pi, nonlinearity, bias, device, dtype)
 
     def _skew_entry(self, angles: Tensor) -> Tensor:
         # exp([[0, θ], [-θ, 0]]) is a rotation by θ; S = M − Mᵀ puts θ there when M[i, i+1] = θ.

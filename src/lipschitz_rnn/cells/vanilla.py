@@ -13,10 +13,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_bool
 from ..integrators import ExplicitRK
 from ..layer import RecurrentLayer
 from ..models import MODELS
-from .base import ACTIVATIONS, ODECell, RecurrentCell, StepSize, init_param
+from .base import ACTIVATIONS, ODECell, RecurrentCell, StepSize, init_param, register_bias
 
 __all__ = ["ResidualRNN", "ResidualRNNCell", "VanillaRNN", "VanillaRNNCell"]
 
@@ -24,18 +25,20 @@ __all__ = ["ResidualRNN", "ResidualRNNCell", "VanillaRNN", "VanillaRNNCell"]
 class _FreeMatrixWeights(nn.Module):
     """Shared parameters of the two cells: free W (N×N), U (N×p), b (N)."""
 
-    def _make_parameters(self, input_size: int, hidden_size: int, device, dtype) -> None:
+    def _make_parameters(self, input_size: int, hidden_size: int, bias: bool, device, dtype) -> None:
         factory = {"device": device, "dtype": dtype}
+        self.bias = check_bool("bias", bias)
         self.W = init_param(hidden_size, hidden_size, factory=factory)
         self.U = init_param(hidden_size, input_size, factory=factory)
-        self.b = init_param(hidden_size, factory=factory)
+        register_bias(self, "b", hidden_size, self.bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         bound = self.hidden_size**-0.5
         with torch.no_grad():
             for p in (self.W, self.U, self.b):
-                nn.init.uniform_(p, -bound, bound)
+                if p is not None:
+                    nn.init.uniform_(p, -bound, bound)
 
     def project_input(self, x: Tensor) -> Tensor:
         return nn.functional.linear(x, self.U, self.b)
@@ -53,13 +56,14 @@ class VanillaRNNCell(_FreeMatrixWeights, RecurrentCell):
         hidden_size: int,
         *,
         nonlinearity: str = "tanh",
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         RecurrentCell.__init__(self, input_size, hidden_size)
         self.nonlinearity = ACTIVATIONS.canonical(nonlinearity)
         self._sigma = ACTIVATIONS.get(nonlinearity)
-        self._make_parameters(input_size, hidden_size, device, dtype)
+        self._make_parameters(input_size, hidden_size, bias, device, dtype)
 
     def step(self, u: Tensor, h: Tensor, weights: tuple[Tensor, ...], eps: Optional[StepSize] = None) -> Tensor:
         (W,) = weights
@@ -76,11 +80,12 @@ class ResidualRNNCell(_FreeMatrixWeights, ODECell):
         *,
         eps: float = 0.03,
         method: Union[str, ExplicitRK] = "euler",
+        bias: bool = True,
         device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         ODECell.__init__(self, input_size, hidden_size, eps=eps, method=method)
-        self._make_parameters(input_size, hidden_size, device, dtype)
+        self._make_parameters(input_size, hidden_size, bias, device, dtype)
 
     def vector_field(self, h: Tensor, u: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
         (W,) = weights

@@ -44,6 +44,7 @@ class AntisymmetricRNNCell(ODECell):
         init_std: σ_w; M entries are N(0, σ_w²/N) (paper grid 0, 1, 2, 4, 8, 16).
         gated: the gated variant.
         method: integrator for ``dh/dt = f(h)``; ``euler`` is the paper's update.
+        bias: ``False`` drops ``b`` and ``b_g`` (they are then ``None``), as ``nn.RNN(bias=False)``.
 
     Defaults (ε = 0.01, γ = 0.1, σ_w = 1) are from the paper's grids and keep Euler stable
     for the initial W: an eigenvalue ``−γ + iω`` needs ``ε ω² < 2γ − ε γ²``.
@@ -123,7 +124,7 @@ class AntisymmetricRNNCell(ODECell):
 class AntisymmetricRNN(RecurrentLayer):
     """AntisymmetricRNN layer with the ``torch.nn.RNN`` contract; ``gated=True`` for the gated unit.
 
-    Cell arguments (``eps``, ``gamma``, ``init_std``, ``gated``, ``method``): see
+    Cell arguments (``eps``, ``gamma``, ``init_std``, ``gated``, ``method``, ``bias``): see
     :class:`AntisymmetricRNNCell`; layer arguments: see :class:`LipschitzRNN`.
     """
 

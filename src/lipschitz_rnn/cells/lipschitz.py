@@ -75,9 +75,10 @@ class LipschitzRNNCell(ODECell):
         alpha: factor on the linear term ``A h`` (ablation; 0 removes it).
         gated: multiply the vector field by ``sigmoid(W h + U_g x + b_g)``.
         nonlinearity: ``tanh`` (default), ``relu`` or ``identity`` (1-Lipschitz, monotone).
+        bias: ``False`` drops ``b`` (and ``b_g``): the input enters as ``U x``, as with ``nn.RNN(bias=False)``.
 
-    Read-only analysis API: ``A``, ``W`` (constructed N×N matrices), ``U`` (N×p), ``b`` (N),
-    ``eps``; gated cells also ``U_g``, ``b_g``.
+    Read-only analysis API: ``A``, ``W`` (constructed N×N matrices), ``U`` (N×p), ``b`` (N, or ``None``
+    without bias), ``eps``; gated cells also ``U_g``, ``b_g``.
     """
 
     semilinear = True  # dh/dt = αA h + σ(W h + U x + b): exp_euler applies (ungated cells)
@@ -216,9 +217,11 @@ class LipschitzRNN(RecurrentLayer):
 
     ``rnn.cells[l]`` is layer ``l``'s :class:`LipschitzRNNCell`; cell keyword arguments
     (``eps``, ``beta``, ``gamma``, ``beta_A`` ... ``method``, ``init_std``, ``alpha``,
-    ``gated``, ``nonlinearity``) are documented there. Layer arguments: ``num_layers``,
-    ``batch_first``, ``dropout`` (between layers), ``backend`` (``auto``, ``reference``, ...),
-    ``check_inputs`` (reject NaN/Inf; turn off for CUDA-graph capture).
+    ``gated``, ``nonlinearity``, ``bias``) are documented there. Layer arguments: ``num_layers``,
+    ``batch_first``, ``dropout`` (between layers), ``bidirectional`` (a reverse direction with cells of its
+    own, ``rnn.reverse_cells``, as in ``nn.RNN``; see :mod:`lipschitz_rnn.layer`), ``backend``
+    (``auto``, ``reference``, ...), ``check_inputs`` (reject NaN/Inf; turn off for CUDA-graph capture).
+    Under ``torch.autocast`` the layer computes in its parameters' dtype (see :mod:`lipschitz_rnn._autocast`).
 
     Example:
         >>> import torch
@@ -236,6 +239,12 @@ class LipschitzRNN(RecurrentLayer):
         >>> out, h_n = rnn(packed)
         >>> out.data.shape, h_n.shape
         (torch.Size([78, 32]), torch.Size([2, 4, 32]))
+
+    Bidirectional: outputs side by side, ``h_n`` as layer 0 forward, layer 0 reverse, layer 1 forward, ...
+
+        >>> out, h_n = LipschitzRNN(3, 32, num_layers=2, bidirectional=True)(torch.randn(50, 4, 3))
+        >>> out.shape, h_n.shape
+        (torch.Size([50, 4, 64]), torch.Size([4, 4, 32]))
     """
 
     cell_class = LipschitzRNNCell

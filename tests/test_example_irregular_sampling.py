@@ -49,14 +49,45 @@ def test_only_the_dt_arm_steps_by_the_gaps_and_only_gaps_as_input_reads_them():
         example.ArmModel("lstm", settings)
 
 
-def test_a_short_run_writes_every_arms_curve_and_the_summary(tmp_path):
-    settings = example.Settings(steps=8, train_size=60, test_size=40, hidden_size=8, epochs=2, batch_size=20)
+TINY = dict(steps=8, train_size=60, val_size=30, test_size=40, hidden_size=8, epochs=2, batch_size=20)
+
+
+def test_a_short_run_writes_every_arms_curves_and_the_summary(tmp_path):
     output = tmp_path / "record.json"
-    record = example.run(settings, seeds=(0, 1), output=output)
+    record = example.run(example.Settings(**TINY), seeds=(0, 1), output=output)
     assert json.loads(output.read_text()) == json.loads(json.dumps(record))
     assert record["seeds"] == [0, 1] and record["chance"] == 25.0 and "git_commit" in record
+    assert record["choices"] == {} and record["search_trials"] == []
     for arm in example.ARMS:
-        per_seed = [record["runs"][seed]["arms"][arm]["test_accuracy"] for seed in ("0", "1")]
-        assert record["summary"][arm]["per_seed"] == per_seed
-        assert all(len(record["runs"][seed]["arms"][arm]["test_accuracy_per_epoch"]) == 2 for seed in ("0", "1"))
-        assert all(0.0 <= accuracy <= 100.0 for accuracy in per_seed)
+        curves = [record["runs"][seed][arm]["accuracy_per_epoch"] for seed in ("0", "1")]
+        assert record["summary"][arm]["per_seed"] == [curve["test"][-1] for curve in curves]
+        assert all(len(curve["val"]) == len(curve["test"]) == 2 for curve in curves)
+        assert all(0.0 <= value <= 100.0 for curve in curves for value in curve["test"])
+
+
+def test_the_search_picks_each_arms_best_validation_trial_and_never_scores_the_test_split(monkeypatch):
+    scored_splits = []
+    train_arm = example.train_arm
+
+    def recording(arm, settings, data, scored):
+        scored_splits.append(scored)
+        return train_arm(arm, settings, data, scored)
+
+    monkeypatch.setattr(example, "train_arm", recording)
+    grid = {"lr": (0.005, 0.02), "eps": (0.1,), "epochs": (1, 2)}
+    choices, trials = example.search(example.Settings(**TINY), grid)
+    assert set(scored_splits) == {("val",)} and len(scored_splits) == 3 * 2  # arms x (lr, eps)
+    assert len(trials) == 3 * 2 * 2
+    for arm in example.ARMS:
+        mine = [trial for trial in trials if trial["arm"] == arm]
+        best = max(trial["val_accuracy"] for trial in mine)
+        chosen = next(trial for trial in mine if trial["val_accuracy"] == best)  # the first of the best
+        assert choices[arm] == {key: chosen[key] for key in ("lr", "eps", "epochs", "val_accuracy")}
+
+
+def test_a_shorter_length_is_scored_as_a_run_of_that_length_would_be():
+    settings = example.Settings(**{**TINY, "epochs": 1})
+    data = example.make_data(settings)
+    one = example.train_arm("dt", settings, data, ("val",))["accuracy_per_epoch"]["val"]
+    two = example.train_arm("dt", example.Settings(**TINY), data, ("val",))["accuracy_per_epoch"]["val"]
+    assert one == two[:1]

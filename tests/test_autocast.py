@@ -139,9 +139,10 @@ def test_the_autocast_query_works_with_torch_before_2_4(monkeypatch):
     """torch < 2.4 has ``is_autocast_enabled()`` (CUDA) and ``is_autocast_cpu_enabled()``, neither taking a device."""
     monkeypatch.setattr(torch, "is_autocast_enabled", lambda: True)
     monkeypatch.setattr(torch, "is_autocast_cpu_enabled", lambda: False, raising=False)
-    assert _autocast.autocast_active("cuda") is True
-    assert _autocast.autocast_active("cpu") is False
-    assert _autocast.autocast_active("mps") is False
+    autocast_active = _autocast.autocast_query()
+    assert autocast_active("cuda") is True
+    assert autocast_active("cpu") is False
+    assert autocast_active("mps") is False
 
 
 def test_the_autocast_query_follows_torch_autocast():

@@ -18,26 +18,38 @@ Example::
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["autocast_active", "from_autocast"]
+__all__ = ["autocast_active", "autocast_query", "from_autocast"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 T = TypeVar("T")
 
 
-def autocast_active(device_type: str) -> bool:
-    """Whether ``torch.autocast`` is on for ``device_type`` (``"cuda"``, ``"cpu"``, ...)."""
+def autocast_query() -> Callable[[str], bool]:
+    """This torch's way to ask whether ``torch.autocast`` is on for a device type, found once: a cell's
+    forward asks at every step of a custom loop, where a failed call per step would cost."""
     try:
-        return bool(torch.is_autocast_enabled(device_type))
+        torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4 takes no device type: it has one query for CUDA and one for the CPU
-        if device_type == "cpu":
-            return bool(torch.is_autocast_cpu_enabled())
-        return device_type == "cuda" and bool(torch.is_autocast_enabled())
+        enabled, cpu_enabled = torch.is_autocast_enabled, torch.is_autocast_cpu_enabled
+
+        def older(device_type: str) -> bool:
+            if device_type == "cpu":
+                return bool(cpu_enabled())
+            return device_type == "cuda" and bool(enabled())
+
+        return older
+    enabled = torch.is_autocast_enabled
+    return lambda device_type: bool(enabled(device_type))
+
+
+#: whether ``torch.autocast`` is on for ``device_type`` (``"cuda"``, ``"cpu"``, ...)
+autocast_active: Callable[[str], bool] = autocast_query()
 
 
 def from_autocast(value: T, dtype: torch.dtype) -> T:

@@ -65,7 +65,6 @@ class AntisymmetricRNNCell(ODECell):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size, eps=eps, method=method)
-        self.bias = check_bool("bias", bias)
         self.parametrize_W = SymmetricSkew(beta=1.0, gamma=gamma)
         self.init_std = check_real("init_std", init_std, low=0.0)
         self.gated = check_bool("gated", gated)
@@ -73,7 +72,7 @@ class AntisymmetricRNNCell(ODECell):
         N, p = hidden_size, input_size
         self.M = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        register_bias(self, "b", N, self.bias, factory)
+        self.bias = register_bias(self, "b", N, bias, factory)
         if self.gated:
             self.U_g = init_param(N, p, factory=factory)
             register_bias(self, "b_g", N, self.bias, factory)

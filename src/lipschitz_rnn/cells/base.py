@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._autocast import autocast_active, from_autocast
-from .._validation import check_dtype_matches, check_eps, check_finite, check_floating, check_int
+from .._validation import check_bool, check_dtype_matches, check_eps, check_finite, check_floating, check_int
 from ..integrators import Method, get_method
 from ..registry import Registry
 
@@ -204,10 +204,13 @@ def init_param(*shape: int, factory: dict[str, Any]) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape, **factory))
 
 
-def register_bias(cell: nn.Module, name: str, size: int, enabled: bool, factory: dict[str, Any]) -> None:
+def register_bias(cell: nn.Module, name: str, size: int, enabled: object, factory: dict[str, Any]) -> bool:
     """``cell.<name>``: an uninitialised bias of ``size`` entries, or ``None`` when not ``enabled``
-    (``bias=False``, as ``nn.RNN`` and ``nn.Linear`` take it: the input map is then ``U x`` alone)."""
+    (``bias=False``, as ``nn.RNN`` and ``nn.Linear`` take it: the input map is then ``U x`` alone).
+    Returns ``enabled``, checked to be a bool (the cell keeps it as ``cell.bias``)."""
+    enabled = check_bool("bias", enabled)
     cell.register_parameter(name, init_param(size, factory=factory) if enabled else None)
+    return enabled
 
 
 def joined(*biases: Optional[Tensor]) -> Optional[Tensor]:

@@ -18,7 +18,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_bool, check_eps, check_real
+from .._validation import check_eps, check_real
 from ..layer import RecurrentLayer
 from ..models import MODELS
 from .base import RecurrentCell, StepSize, init_param, linear_init_, register_bias
@@ -44,7 +44,6 @@ class CoRNNCell(RecurrentCell):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size)
-        self.bias = check_bool("bias", bias)
         self.eps = check_eps("eps", eps)
         self.gamma = check_real("gamma", gamma, low=0.0)
         self.damping = check_real("damping", damping, low=0.0)
@@ -53,7 +52,7 @@ class CoRNNCell(RecurrentCell):
         self.W = init_param(N, N, factory=factory)
         self.W_z = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        register_bias(self, "b", N, self.bias, factory)
+        self.bias = register_bias(self, "b", N, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -105,7 +105,6 @@ class LipschitzRNNCell(ODECell):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__(input_size, hidden_size, eps=eps, method=method)
-        self.bias = check_bool("bias", bias)
         self.parametrize_A = _symmetric_skew("A", beta, gamma, beta_A, gamma_A)
         self.parametrize_W = _symmetric_skew("W", beta, gamma, beta_W, gamma_W)
         self.init_std = check_real("init_std", init_std, low=0.0)
@@ -124,7 +123,7 @@ class LipschitzRNNCell(ODECell):
         self.M_A = init_param(N, N, factory=factory)
         self.M_W = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        register_bias(self, "b", N, self.bias, factory)
+        self.bias = register_bias(self, "b", N, bias, factory)
         if self.gated:
             self.U_g = init_param(N, p, factory=factory)
             register_bias(self, "b_g", N, self.bias, factory)

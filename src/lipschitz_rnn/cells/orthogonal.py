@@ -17,7 +17,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_bool, check_int
+from .._validation import check_int
 from ..layer import RecurrentLayer
 from ..models import MODELS
 from ..parametrizations import CayleyOrthogonal, ExpOrthogonal
@@ -41,7 +41,6 @@ class _OrthogonalRNNCell(RecurrentCell):
         dtype: Optional[torch.dtype],
     ) -> None:
         super().__init__(input_size, hidden_size)
-        self.bias = check_bool("bias", bias)
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -51,7 +50,7 @@ class _OrthogonalRNNCell(RecurrentCell):
         N, p = hidden_size, input_size
         self.M = init_param(N, N, factory=factory)
         self.U = init_param(N, p, factory=factory)
-        register_bias(self, "b", N, self.bias, factory)
+        self.bias = register_bias(self, "b", N, bias, factory)
         if nonlinearity == "modrelu":
             self.modrelu_bias = init_param(N, factory=factory)
         self.reset_parameters()

@@ -13,7 +13,6 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_bool
 from ..integrators import ExplicitRK
 from ..layer import RecurrentLayer
 from ..models import MODELS
@@ -27,10 +26,9 @@ class _FreeMatrixWeights(nn.Module):
 
     def _make_parameters(self, input_size: int, hidden_size: int, bias: bool, device, dtype) -> None:
         factory = {"device": device, "dtype": dtype}
-        self.bias = check_bool("bias", bias)
         self.W = init_param(hidden_size, hidden_size, factory=factory)
         self.U = init_param(hidden_size, input_size, factory=factory)
-        register_bias(self, "b", hidden_size, self.bias, factory)
+        self.bias = register_bias(self, "b", hidden_size, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
